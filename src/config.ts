@@ -1,0 +1,141 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import dotenv from 'dotenv';
+
+export const LOG_LEVELS = ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  wsPort: number;
+  restPort: number;
+  useHTTPS: boolean;
+  /** PEM contents, read once at start-up (empty when useHTTPS is off). */
+  tls: { key: string; cert: string } | undefined;
+  corsPolicyOrigin: string[];
+  id: string;
+  appToken: string;
+  adminToken: string;
+  maxConcurrentUsers: number;
+  maxConnectionsPerAddress: number;
+  multiRoomPrefix: string;
+  maxMembersPerMultiRoom: number;
+  maxMultiRoomPerUser: number;
+  helloTimeoutMs: number;
+  maxMessageBytes: number;
+  maxMessagesPerSecond: number;
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+  logDefaultLevel: LogLevel;
+  logPath: string;
+  logFilesNumber: number;
+  logFilePeriod: string;
+}
+
+export class ConfigError extends Error {}
+
+type Source = Record<string, string | undefined>;
+
+/**
+ * Reads one setting: the environment first, then `.env`, then `.env.defaults` (PROTOCOL.md §10).
+ * `aliases` are older spellings still accepted.
+ */
+function reader(layers: Source[]) {
+  return (key: string, ...aliases: string[]): string => {
+    for (const layer of layers) {
+      for (const name of [key, ...aliases]) {
+        const value = layer[name];
+        if (value !== undefined) return value.trim();
+      }
+    }
+    return '';
+  };
+}
+
+function fail(key: string, value: string, expected: string): never {
+  throw new ConfigError(`Invalid setting ${key}=${JSON.stringify(value)}: expected ${expected}`);
+}
+
+function integer(key: string, value: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (!/^\d+$/.test(value)) fail(key, value, `an integer from ${min} to ${max}`);
+  const n = Number(value);
+  if (n < min || n > max) fail(key, value, `an integer from ${min} to ${max}`);
+  return n;
+}
+
+function boolean(key: string, value: string): boolean {
+  const lower = value.toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(lower)) return true;
+  if (['false', '0', 'no', 'off'].includes(lower)) return false;
+  return fail(key, value, 'true or false');
+}
+
+function nonEmpty(key: string, value: string, max = 256): string {
+  if (value === '' || value.length > max) fail(key, value, `a non-empty string of at most ${max} characters`);
+  return value;
+}
+
+function pem(key: string, file: string, baseDir: string): string {
+  if (file === '') fail(key, file, 'the path of a PEM file (or useHTTPS=false)');
+  const resolved = path.resolve(baseDir, file);
+  if (!existsSync(resolved)) fail(key, file, `an existing PEM file (${resolved} does not exist)`);
+  const contents = readFileSync(resolved, 'utf8');
+  if (!contents.includes('-----BEGIN')) fail(key, file, 'a PEM file');
+  return contents;
+}
+
+/** Accepts what winston-daily-rotate-file can rotate on: `1d` (daily), `Nh` (1–24) or `Nm` (1–60). */
+function logPeriod(key: string, value: string): string {
+  const match = /^(\d+)([mhd])$/.exec(value);
+  const n = match ? Number(match[1]) : 0;
+  const unit = match?.[2];
+  const ok = (unit === 'd' && n === 1) || (unit === 'h' && n >= 1 && n <= 24) || (unit === 'm' && n >= 1 && n <= 60);
+  if (!ok) fail(key, value, '1d, a number of hours (1h to 24h) or of minutes (1m to 60m)');
+  return value;
+}
+
+/**
+ * Builds the configuration once, at start-up. `baseDir` holds `.env`, `.env.defaults` and the
+ * relative key/cert paths; `env` is normally `process.env`. Throws ConfigError naming the setting.
+ */
+export function loadConfig(env: Source = process.env, baseDir = process.cwd()): Readonly<Config> {
+  const file = (name: string): Source => {
+    const full = path.join(baseDir, name);
+    return existsSync(full) ? dotenv.parse(readFileSync(full)) : {};
+  };
+  const get = reader([env, file('.env'), file('.env.defaults')]);
+
+  const useHTTPS = get('useHTTPS') === '' ? true : boolean('useHTTPS', get('useHTTPS'));
+  const level = get('logDefaultLevel') || 'warn';
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) fail('logDefaultLevel', level, LOG_LEVELS.join(', '));
+
+  const config: Config = {
+    wsPort: integer('wsPort', get('wsPort') || '8080', 0, 65535),
+    restPort: integer('restPort', get('restPort') || '8081', 0, 65535),
+    useHTTPS,
+    tls: useHTTPS
+      ? { key: pem('key', get('key') || './key.pem', baseDir), cert: pem('cert', get('cert') || './cert.pem', baseDir) }
+      : undefined,
+    corsPolicyOrigin: get('corsPolicyOrigin')
+      .split(',')
+      .map((origin) => origin.trim())
+      .filter((origin) => origin !== ''),
+    id: nonEmpty('id', get('id') || 'jsongle-server'),
+    appToken: get('appToken'),
+    adminToken: get('adminToken'),
+    maxConcurrentUsers: integer('maxConcurrentUsers', get('maxConcurrentUsers') || '10', 1),
+    maxConnectionsPerAddress: integer('maxConnectionsPerAddress', get('maxConnectionsPerAddress') || '100', 1),
+    multiRoomPrefix: nonEmpty('multiRoomPrefix', get('multiRoomPrefix') || '#muc#', 64),
+    maxMembersPerMultiRoom: integer('maxMembersPerMultiRoom', get('maxMembersPerMultiRoom') || '10', 2),
+    maxMultiRoomPerUser: integer('maxMultiRoomPerUser', get('maxMultiRoomPerUser', 'maxMultiRoomsPerUser') || '10', 1),
+    helloTimeoutMs: integer('helloTimeoutMs', get('helloTimeoutMs') || '10000', 100),
+    maxMessageBytes: integer('maxMessageBytes', get('maxMessageBytes') || '65536', 1024, 16 * 1024 * 1024),
+    maxMessagesPerSecond: integer('maxMessagesPerSecond', get('maxMessagesPerSecond') || '50', 1),
+    pingIntervalMs: integer('pingIntervalMs', get('pingIntervalMs') || '25000', 100),
+    pingTimeoutMs: integer('pingTimeoutMs', get('pingTimeoutMs') || '20000', 100),
+    logDefaultLevel: level as LogLevel,
+    logPath: nonEmpty('logPath', get('logPath') || '/tmp/jsongle-server.log', 4096),
+    logFilesNumber: integer('logFilesNumber', get('logFilesNumber') || '3', 1),
+    logFilePeriod: logPeriod('logFilePeriod', get('logFilePeriod') || '1d'),
+  };
+  return Object.freeze(config);
+}

@@ -1,0 +1,40 @@
+import { ConfigError, loadConfig } from './config';
+import { createServer } from './server';
+
+/** Production entry point: `node dist/index.js`. */
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`jsongle-server: ${error.message}`);
+      process.exit(1);
+    }
+    throw error;
+  }
+  const server = createServer(config);
+  const { logger } = server.logging;
+  process.on('unhandledRejection', (reason) => logger.error('unhandled promise rejection', { module: 'process', reason: String(reason) }));
+  process.on('uncaughtException', (error) => logger.error('uncaught exception', { module: 'process', error: error.stack }));
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.warn(`${signal} received: shutting down`, { module: 'process' });
+    void server
+      .close()
+      .then(() => server.logging.close())
+      .then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+
+  await server.listen();
+}
+
+main().catch((error: unknown) => {
+  console.error('jsongle-server failed to start:', error instanceof Error ? error.message : error);
+  process.exit(1);
+});

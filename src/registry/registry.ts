@@ -1,0 +1,50 @@
+import type { EventEmitter } from 'node:events';
+import type { Member } from '../protocol/messages';
+
+/**
+ * Who is connected and who is in which room: the only shared mutable state of the server.
+ * Async from the start so that the in-memory and the Redis-backed registries are interchangeable;
+ * every capacity check is part of the single operation that changes the state.
+ */
+
+export type RoomKind = 'p2p' | 'muc';
+
+export interface Room {
+  readonly rid: string;
+  readonly kind: RoomKind;
+  readonly members: readonly Member[];
+}
+
+export interface JoinLimits {
+  /** Members the room may hold (2 for P2P rooms). */
+  maxMembers: number;
+  /** Rooms of this kind one connection may be in at once. */
+  maxRoomsOfKind: number;
+}
+
+export type JoinOutcome =
+  /** `room` is the room after the join; `created` when the joiner was its first member. */
+  | { status: 'joined'; room: Room; created: boolean }
+  | { status: 'already-member'; room: Room }
+  | { status: 'full' | 'wrong-kind' | 'too-many-rooms' };
+
+export type LeaveOutcome =
+  /** `room` is the room after the leave (no members: it was deleted). */
+  { status: 'left'; room: Room } | { status: 'not-member' };
+
+export interface RegistryEvents {
+  'room-created': [room: { rid: string; kind: RoomKind }];
+  'room-deleted': [room: { rid: string; kind: RoomKind }];
+}
+
+export interface Registry extends Pick<EventEmitter<RegistryEvents>, 'on' | 'off'> {
+  /** Counts a new connection unless `limit` connections are open already. */
+  openConnection(sid: string, limit: number): Promise<boolean>;
+  /** Forgets a connection and takes it out of every room; returns those rooms as they are after. */
+  closeConnection(sid: string): Promise<Room[]>;
+  join(rid: string, kind: RoomKind, member: Member, limits: JoinLimits): Promise<JoinOutcome>;
+  leave(rid: string, sid: string): Promise<LeaveOutcome>;
+  room(rid: string): Promise<Room | undefined>;
+  counts(): Promise<{ connections: number; rooms: number }>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,121 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { Server } from 'socket.io';
+import type { Config } from './config';
+import { createLogging, type Logging } from './observability/logger';
+import { Metrics } from './observability/metrics';
+import { MemoryRegistry } from './registry/memory-registry';
+import type { Registry } from './registry/registry';
+import { aboutRouter, type PackageInfo } from './rest/about';
+import { createRestApp } from './rest/app';
+import { logsRouter } from './rest/logs';
+import { metricsRouter } from './rest/metrics';
+import { pingRouter } from './rest/ping';
+import { selfTestRouter } from './rest/self-test';
+import { attachSignaling } from './signaling/signaling';
+import type { SignalingServer } from './signaling/types';
+
+export interface JsongleServer {
+  /** Binds both ports (0 picks free ones) and resolves with the ports bound. */
+  listen(host?: string): Promise<{ wsPort: number; restPort: number }>;
+  /** Closes both servers and every connection, and resolves once all is cleaned up. */
+  close(): Promise<void>;
+  readonly registry: Registry;
+  readonly metrics: Metrics;
+  readonly logging: Logging;
+}
+
+export function readPackageInfo(): PackageInfo {
+  // One level below the package root both from src/ (tests, tsx) and from dist/.
+  const pkg = JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as PackageInfo;
+  return { name: pkg.name, version: pkg.version, description: pkg.description };
+}
+
+export function createServer(config: Readonly<Config>, deps: { registry?: Registry; logging?: Logging } = {}): JsongleServer {
+  const logging = deps.logging ?? createLogging(config);
+  const logger = logging.logger;
+  const registry = deps.registry ?? new MemoryRegistry();
+  const metrics = new Metrics();
+  const info = readPackageInfo();
+  const started = new Date().toJSON();
+  const probeKey = randomBytes(32).toString('base64url');
+  const selfTestRoomPrefix = `self-test-${randomBytes(8).toString('hex')}-`;
+  metrics.observe(registry, (rid) => rid.startsWith(selfTestRoomPrefix));
+
+  const makeHttp = (handler?: http.RequestListener) =>
+    config.tls ? https.createServer({ key: config.tls.key, cert: config.tls.cert }, handler) : http.createServer(handler);
+
+  const wsHttp = makeHttp();
+  const io: SignalingServer = new Server(wsHttp, {
+    serveClient: false,
+    cors: { origin: config.corsPolicyOrigin.length > 0 ? config.corsPolicyOrigin : false },
+    pingInterval: config.pingIntervalMs,
+    pingTimeout: config.pingTimeoutMs,
+    // Messages over maxMessageBytes get 413001 and the connection lives (see signaling.ts); only
+    // frames far beyond it close the transport, so that nobody can make the server buffer megabytes.
+    maxHttpBufferSize: Math.max(1_000_000, config.maxMessageBytes * 4),
+  });
+  const signaling = attachSignaling(io, {
+    config,
+    registry,
+    metrics,
+    logger,
+    probeKey,
+    about: { version: info.version, sn: config.id, info: info.description },
+  });
+
+  const port = (server: http.Server) => (server.address() as AddressInfo | null)?.port ?? 0;
+  const restHttp = makeHttp(
+    createRestApp(
+      [
+        aboutRouter(config, info, () => ({ wsPort: port(wsHttp), restPort: port(restHttp) }), started),
+        pingRouter(),
+        logsRouter(logging, config.adminToken),
+        metricsRouter(metrics),
+        selfTestRouter({ config, probeKey, roomPrefix: selfTestRoomPrefix, wsPort: () => port(wsHttp) }),
+      ],
+      config.corsPolicyOrigin,
+      logger,
+    ),
+  );
+
+  const bind = (server: http.Server, portNumber: number, host?: string) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(portNumber, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+
+  let closing: Promise<void> | undefined;
+  return {
+    registry,
+    metrics,
+    logging,
+    async listen(host) {
+      await bind(wsHttp, config.wsPort, host);
+      await bind(restHttp, config.restPort, host);
+      const ports = { wsPort: port(wsHttp), restPort: port(restHttp) };
+      logger.info(`${info.name} ${info.version} started`, { module: 'server', id: config.id, ...ports, https: config.useHTTPS });
+      if (config.appToken === '') logger.warn('appToken is empty: any client may connect', { module: 'server' });
+      return ports;
+    },
+    close() {
+      closing ??= (async () => {
+        restHttp.closeAllConnections();
+        const restClosed = new Promise<void>((resolve) => restHttp.close(() => resolve()));
+        // Disconnects every socket; their disconnect handlers clean the registry up.
+        await io.close();
+        await signaling.drain();
+        await restClosed;
+        await registry.close();
+      })();
+      return closing;
+    },
+  };
+}

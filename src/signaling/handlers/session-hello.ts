@@ -1,0 +1,37 @@
+import { descriptionParser, HelloResultSchema } from '../../protocol/envelope';
+import { ProtocolError } from '../../protocol/errors';
+import { ack } from '../../protocol/messages';
+import type { Handler, HandlerContext } from '../types';
+
+const parseHello = descriptionParser(HelloResultSchema);
+
+/** The client's `iq-result` to the server's session-hello (PROTOCOL.md §3). */
+export function sessionHello({ config, send }: Pick<HandlerContext, 'config' | 'send'>): Handler {
+  return async (session, message) => {
+    const { transaction, description } = message.jsongle;
+    const refuse = (error: ProtocolError): never => {
+      send(ack(config.id, session.sid, transaction, false));
+      throw error;
+    };
+    if (session.member) {
+      refuse(new ProtocolError(409001, 'This connection already completed its session-hello: its identity cannot change'));
+    }
+    if (transaction !== session.helloTransaction) {
+      refuse(
+        new ProtocolError(
+          400001,
+          `Bad parameters: the transaction must be ${session.helloTransaction}, the one of the server's session-hello`,
+        ),
+      );
+    }
+    let hello;
+    try {
+      hello = parseHello(description, 'session-hello');
+    } catch (error) {
+      return refuse(error as ProtocolError);
+    }
+    session.member = hello.dn === undefined ? { sid: session.sid, uid: hello.uid } : { sid: session.sid, uid: hello.uid, dn: hello.dn };
+    session.log.debug('session-hello completed', { uid: hello.uid });
+    send(ack(config.id, session.sid, transaction, true));
+  };
+}

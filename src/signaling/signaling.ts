@@ -1,0 +1,122 @@
+import { randomUUID } from 'node:crypto';
+import type { Config } from '../config';
+import type { Logger } from '../observability/logger';
+import type { Metrics } from '../observability/metrics';
+import { helloRequest, sessionError } from '../protocol/messages';
+import type { Registry } from '../registry/registry';
+import { connectionGate } from './connection-gate';
+import { createDispatcher } from './dispatcher';
+import { announceDeparture } from './handlers/session-leave';
+import { Session } from './session';
+import type { HandlerContext, SignalingServer, SignalingSocket } from './types';
+
+export interface Signaling {
+  /** Resolves when every closed connection has been cleaned out of the registry. */
+  drain(): Promise<void>;
+}
+
+/** The marker a too-large packet is replaced with, so that it is never parsed (see countBytes). */
+const OVERSIZED_EVENT = 'jsongle-oversized';
+
+/**
+ * Wires the JSONgle protocol onto a Socket.IO server: the gate, the session-hello, the dispatcher
+ * and the clean-up of every connection however it ends.
+ */
+export function attachSignaling(
+  io: SignalingServer,
+  deps: { config: Readonly<Config>; registry: Registry; metrics: Metrics; logger: Logger; probeKey: string; about: Record<string, string> },
+): Signaling {
+  const { config, registry, metrics, logger } = deps;
+  const send = (envelope: Parameters<HandlerContext['send']>[0]) => io.to(envelope.to).emit('jsongle', envelope);
+  const context: HandlerContext = { config, registry, metrics, send };
+  const dispatch = createDispatcher(context);
+  const gate = connectionGate(deps);
+  const cleanups = new Set<Promise<void>>();
+
+  io.use((socket, next) => gate.middleware(socket, next));
+
+  /**
+   * Counts bytes where Socket.IO reads and writes them, once per packet and without serializing
+   * again (PROTOCOL.md §9), and enforces maxMessageBytes (§6) before the packet is parsed: the
+   * engine's `packet` event fires before the packet is decoded, so an oversized one is swapped for
+   * a small marker event and the connection survives.
+   */
+  function countBytes(socket: SignalingSocket, session: Session): void {
+    socket.conn.on('packet', (packet: { type: string; data?: unknown }) => {
+      if (packet.type !== 'message' || typeof packet.data !== 'string') return;
+      const bytes = Buffer.byteLength(packet.data);
+      metrics.received(bytes);
+      if (bytes > config.maxMessageBytes) {
+        packet.data = `42${JSON.stringify([OVERSIZED_EVENT, bytes])}`;
+        session.log.info('oversized message dropped', { bytes });
+      }
+    });
+    socket.conn.on('packetCreate', (packet: { type: string; data?: unknown }) => {
+      if (packet.type === 'message' && typeof packet.data === 'string') metrics.sent(Buffer.byteLength(packet.data));
+    });
+  }
+
+  io.on('connection', (socket) => {
+    const { sessionId, probe, openedAt } = socket.data;
+    const session = new Session(
+      sessionId,
+      randomUUID(),
+      logger.child({ module: 'signaling', session: sessionId }),
+      config.maxMessagesPerSecond,
+    );
+    // The session identity is a Socket.IO room of one: messages to it reach this socket from any process.
+    void socket.join(sessionId);
+    if (!probe) {
+      metrics.connectionOpened();
+      countBytes(socket, session);
+    }
+    session.log.debug('connected', { address: socket.data.address, probe });
+
+    const refuse = (code: 413001 | 429001, details: string) => {
+      metrics.errorSent(code);
+      send(sessionError(config.id, sessionId, code, details));
+    };
+    socket.on(OVERSIZED_EVENT as 'jsongle', (bytes) => {
+      refuse(413001, `Message too large: ${String(bytes)} bytes, the limit is ${config.maxMessageBytes}`);
+    });
+    socket.on('jsongle', (raw) => {
+      if (!session.allowMessage()) {
+        refuse(429001, `Too many messages: at most ${config.maxMessagesPerSecond} per second; this one was dropped`);
+        return;
+      }
+      void session.enqueue(() => (session.closed ? Promise.resolve() : dispatch(session, raw)));
+    });
+
+    const helloTimer = setTimeout(() => {
+      if (session.member) return;
+      session.log.info('session-hello not completed in time: disconnecting', { helloTimeoutMs: config.helloTimeoutMs });
+      socket.disconnect(true);
+    }, config.helloTimeoutMs);
+
+    socket.on('disconnect', (reason) => {
+      clearTimeout(helloTimer);
+      session.closed = true;
+      if (!probe) metrics.connectionClosed(openedAt);
+      session.log.debug('disconnected', { reason });
+      // After the messages already queued, so that a join in flight cannot leave a ghost member.
+      const cleanup = session
+        .enqueue(async () => {
+          const rooms = await gate.release(socket);
+          if (session.member) for (const room of rooms) announceDeparture(context, room, session.member);
+        })
+        .catch((error: unknown) => {
+          session.log.error('clean-up after disconnect failed', { error: String(error) });
+        })
+        .finally(() => cleanups.delete(cleanup));
+      cleanups.add(cleanup);
+    });
+
+    send(helloRequest(config.id, sessionId, session.helloTransaction, { ...deps.about, connected: new Date(openedAt).toJSON() }));
+  });
+
+  return {
+    async drain() {
+      while (cleanups.size > 0) await Promise.all([...cleanups]);
+    },
+  };
+}
