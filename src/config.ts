@@ -29,6 +29,8 @@ export interface Config {
   logPath: string;
   logFilesNumber: number;
   logFilePeriod: string;
+  /** Serves the demo page at /demo on the REST port. */
+  demo: boolean;
 }
 
 export class ConfigError extends Error {}
@@ -136,6 +138,8 @@ export function loadConfig(env: Source = process.env, baseDir = process.cwd()): 
     logPath: nonEmpty('logPath', get('logPath') || '/tmp/jsongle-server.log', 4096),
     logFilesNumber: integer('logFilesNumber', get('logFilesNumber') || '3', 1),
     logFilePeriod: logPeriod('logFilePeriod', get('logFilePeriod') || '1d'),
+    // Empty: on in development, off when NODE_ENV=production.
+    demo: get('demo') === '' ? get('NODE_ENV') !== 'production' : boolean('demo', get('demo')),
   };
   return Object.freeze(config);
 }

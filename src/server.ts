@@ -12,6 +12,7 @@ import { MemoryRegistry } from './registry/memory-registry';
 import type { Registry } from './registry/registry';
 import { aboutRouter, type PackageInfo } from './rest/about';
 import { createRestApp } from './rest/app';
+import { demoRouter } from './rest/demo';
 import { logsRouter } from './rest/logs';
 import { metricsRouter } from './rest/metrics';
 import { pingRouter } from './rest/ping';
@@ -77,6 +78,7 @@ export function createServer(config: Readonly<Config>, deps: { registry?: Regist
         logsRouter(logging, config.adminToken),
         metricsRouter(metrics),
         selfTestRouter({ config, probeKey, roomPrefix: selfTestRoomPrefix, wsPort: () => port(wsHttp) }),
+        ...(config.demo ? [demoRouter(config, () => port(wsHttp))] : []),
       ],
       config.corsPolicyOrigin,
       logger,
