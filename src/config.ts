@@ -31,6 +31,9 @@ export interface Config {
   logFilePeriod: string;
   /** Serves the demo page at /demo on the REST port. */
   demo: boolean;
+  /** Empty: the embedded in-memory registry; set: the Redis registry and adapter (several processes). */
+  redisUrl: string;
+  nodeHeartbeatMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -95,6 +98,11 @@ function logPeriod(key: string, value: string): string {
   return value;
 }
 
+function redisUrl(key: string, value: string): string {
+  if (value !== '' && !/^rediss?:\/\/./.test(value)) fail(key, value, 'empty, or a redis:// or rediss:// URL');
+  return value;
+}
+
 /**
  * Builds the configuration once, at start-up. `baseDir` holds `.env`, `.env.defaults` and the
  * relative key/cert paths; `env` is normally `process.env`. Throws ConfigError naming the setting.
@@ -140,6 +148,8 @@ export function loadConfig(env: Source = process.env, baseDir = process.cwd()): 
     logFilePeriod: logPeriod('logFilePeriod', get('logFilePeriod') || '1d'),
     // Empty: on in development, off when NODE_ENV=production.
     demo: get('demo') === '' ? get('NODE_ENV') !== 'production' : boolean('demo', get('demo')),
+    redisUrl: redisUrl('redisUrl', get('redisUrl')),
+    nodeHeartbeatMs: integer('nodeHeartbeatMs', get('nodeHeartbeatMs') || '5000', 100),
   };
   return Object.freeze(config);
 }

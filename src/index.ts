@@ -13,7 +13,7 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const server = createServer(config);
+  const server = await createServer(config);
   const { logger } = server.logging;
   process.on('unhandledRejection', (reason) => logger.error('unhandled promise rejection', { module: 'process', reason: String(reason) }));
   process.on('uncaughtException', (error) => logger.error('uncaught exception', { module: 'process', error: error.stack }));

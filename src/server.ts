@@ -9,13 +9,14 @@ import type { Config } from './config';
 import { createLogging, type Logging } from './observability/logger';
 import { Metrics } from './observability/metrics';
 import { MemoryRegistry } from './registry/memory-registry';
+import { connectRedis } from './registry/redis-setup';
 import type { Registry } from './registry/registry';
 import { aboutRouter, type PackageInfo } from './rest/about';
 import { createRestApp } from './rest/app';
 import { demoRouter } from './rest/demo';
 import { logsRouter } from './rest/logs';
 import { metricsRouter } from './rest/metrics';
-import { pingRouter } from './rest/ping';
+import { pingRouter, readyRouter } from './rest/ping';
 import { selfTestRouter } from './rest/self-test';
 import { attachSignaling } from './signaling/signaling';
 import type { SignalingServer } from './signaling/types';
@@ -36,10 +37,14 @@ export function readPackageInfo(): PackageInfo {
   return { name: pkg.name, version: pkg.version, description: pkg.description };
 }
 
-export function createServer(config: Readonly<Config>, deps: { registry?: Registry; logging?: Logging } = {}): JsongleServer {
+/**
+ * Builds the server; with `redisUrl` set it connects to Redis first. Nothing listens until listen().
+ */
+export async function createServer(config: Readonly<Config>, deps: { logging?: Logging } = {}): Promise<JsongleServer> {
   const logging = deps.logging ?? createLogging(config);
   const logger = logging.logger;
-  const registry = deps.registry ?? new MemoryRegistry();
+  const shared = config.redisUrl === '' ? undefined : await connectRedis(config, logger);
+  const registry: Registry = shared?.registry ?? new MemoryRegistry();
   const metrics = new Metrics();
   const info = readPackageInfo();
   const started = new Date().toJSON();
@@ -59,6 +64,7 @@ export function createServer(config: Readonly<Config>, deps: { registry?: Regist
     // Messages over maxMessageBytes get 413001 and the connection lives (see signaling.ts); only
     // frames far beyond it close the transport, so that nobody can make the server buffer megabytes.
     maxHttpBufferSize: Math.max(1_000_000, config.maxMessageBytes * 4),
+    ...(shared ? { adapter: shared.adapter } : {}),
   });
   const signaling = attachSignaling(io, {
     config,
@@ -75,6 +81,7 @@ export function createServer(config: Readonly<Config>, deps: { registry?: Regist
       [
         aboutRouter(config, info, () => ({ wsPort: port(wsHttp), restPort: port(restHttp) }), started),
         pingRouter(),
+        readyRouter(registry),
         logsRouter(logging, config.adminToken),
         metricsRouter(metrics),
         selfTestRouter({ config, probeKey, roomPrefix: selfTestRoomPrefix, wsPort: () => port(wsHttp) }),
@@ -115,7 +122,7 @@ export function createServer(config: Readonly<Config>, deps: { registry?: Regist
         await io.close();
         await signaling.drain();
         await restClosed;
-        await registry.close();
+        await (shared ? shared.close() : registry.close());
       })();
       return closing;
     },

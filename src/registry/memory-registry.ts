@@ -66,6 +66,10 @@ export class MemoryRegistry extends EventEmitter<RegistryEvents> implements Regi
     return { connections: this.connections.size, rooms: this.rooms.size };
   }
 
+  async health(): Promise<{ ready: true }> {
+    return { ready: true };
+  }
+
   async close(): Promise<void> {
     this.removeAllListeners();
   }

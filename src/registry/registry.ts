@@ -35,7 +35,15 @@ export type LeaveOutcome =
 export interface RegistryEvents {
   'room-created': [room: { rid: string; kind: RoomKind }];
   'room-deleted': [room: { rid: string; kind: RoomKind }];
+  /**
+   * A member was taken out of a room without its own connection asking: its process died, or its
+   * disconnect could only be recorded later. `room` is as it is after; its members must be told.
+   */
+  'member-evicted': [room: Room, member: Member];
 }
+
+/** The shared state cannot be read or changed now (Redis down): the client may try again (503002). */
+export class RegistryUnavailable extends Error {}
 
 export interface Registry extends Pick<EventEmitter<RegistryEvents>, 'on' | 'off'> {
   /** Counts a new connection unless `limit` connections are open already. */
@@ -46,5 +54,7 @@ export interface Registry extends Pick<EventEmitter<RegistryEvents>, 'on' | 'off
   leave(rid: string, sid: string): Promise<LeaveOutcome>;
   room(rid: string): Promise<Room | undefined>;
   counts(): Promise<{ connections: number; rooms: number }>;
+  /** Readiness: whether new sessions can be served now. */
+  health(): Promise<{ ready: true } | { ready: false; reason: string }>;
   close(): Promise<void>;
 }

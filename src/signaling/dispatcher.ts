@@ -1,5 +1,6 @@
 import { parseEnvelope, type ClientEnvelope } from '../protocol/envelope';
 import { ProtocolError } from '../protocol/errors';
+import { RegistryUnavailable } from '../registry/registry';
 import { iqError, sessionError } from '../protocol/messages';
 import { mucJoin } from './handlers/muc-join';
 import { relay, RELAYED_ACTIONS } from './handlers/relay';
@@ -62,6 +63,9 @@ export function createDispatcher(context: HandlerContext): (session: Session, ra
       if (error instanceof ProtocolError) {
         session.log.debug('message refused', { code: error.code, details: error.message, mid: message?.id });
         refuse(session, error, message);
+      } else if (error instanceof RegistryUnavailable) {
+        session.log.warn('registry unavailable: message refused', { mid: message?.id, error: error.message });
+        refuse(session, new ProtocolError(503002), message);
       } else {
         // A bug, not the client's fault: the message is dropped, the connection and the process stay up.
         session.log.error('handler failed', {

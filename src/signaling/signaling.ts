@@ -27,13 +27,19 @@ export function attachSignaling(
   deps: { config: Readonly<Config>; registry: Registry; metrics: Metrics; logger: Logger; probeKey: string; about: Record<string, string> },
 ): Signaling {
   const { config, registry, metrics, logger } = deps;
-  const send = (envelope: Parameters<HandlerContext['send']>[0]) => io.to(envelope.to).emit('jsongle', envelope);
+  // A recipient on this process is reached without the adapter: with Redis, nothing is published
+  // for it, and delivery within one process goes on through a Redis outage.
+  const send = (envelope: Parameters<HandlerContext['send']>[0]) => {
+    (io.sockets.adapter.rooms.has(envelope.to) ? io.local : io).to(envelope.to).emit('jsongle', envelope);
+  };
   const context: HandlerContext = { config, registry, metrics, send };
   const dispatch = createDispatcher(context);
   const gate = connectionGate(deps);
   const cleanups = new Set<Promise<void>>();
 
   io.use((socket, next) => gate.middleware(socket, next));
+  // Members taken out by the registry itself (a dead process, a disconnect recorded late).
+  registry.on('member-evicted', (room, member) => announceDeparture(context, room, member));
 
   /**
    * Counts bytes where Socket.IO reads and writes them, once per packet and without serializing

@@ -35,7 +35,7 @@ export async function startServer(settings: Record<string, string> = {}): Promis
     },
     PROJECT_ROOT,
   );
-  const server = createServer(config);
+  const server = await createServer(config);
   const { wsPort, restPort } = await server.listen('127.0.0.1');
   const scheme = config.useHTTPS ? 'https' : 'http';
   const restUrl = `${scheme}://127.0.0.1:${restPort}`;

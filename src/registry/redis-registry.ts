@@ -1,0 +1,292 @@
+import { EventEmitter } from 'node:events';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../observability/logger';
+import type { Member } from '../protocol/messages';
+import {
+  RegistryUnavailable,
+  type JoinLimits,
+  type JoinOutcome,
+  type LeaveOutcome,
+  type Registry,
+  type RegistryEvents,
+  type Room,
+  type RoomKind,
+} from './registry';
+
+/**
+ * The registry shared by several processes through one Redis (standalone, not Redis Cluster).
+ * Every operation that checks a limit and changes the state is one Lua script, so two processes
+ * racing for the last seat of a room cannot both win.
+ *
+ * Keys, under `prefix`:
+ *   conns            hash  sid -> node id         connections counted against maxConcurrentUsers
+ *   node:<id>        set   sids of that process   what to clean when the process dies
+ *   alive:<id>       string, expires              the process's heartbeat
+ *   nodes            set   node ids               whose heartbeats to watch
+ *   room:<rid>       hash  kind, seq, m:<sid> -> "<seq>\t<member json>"
+ *   of:<sid>         hash  rid -> kind            rooms of a connection
+ *   rooms            set   rids                   for counts
+ */
+
+// Takes `sid` out of room `rid`; returns nil when it was not there, else {kind, deleted, pairs, member}.
+const LEAVE_FUNCTION = `
+local function leave(prefix, rid, sid)
+  local key = prefix .. 'room:' .. rid
+  local field = 'm:' .. sid
+  local member = redis.call('HGET', key, field)
+  if not member then return nil end
+  redis.call('HDEL', key, field)
+  redis.call('HDEL', prefix .. 'of:' .. sid, rid)
+  local kind = redis.call('HGET', key, 'kind')
+  if redis.call('HLEN', key) <= 2 then
+    redis.call('DEL', key)
+    redis.call('SREM', prefix .. 'rooms', rid)
+    return {kind, '1', {}, member}
+  end
+  return {kind, '0', redis.call('HGETALL', key), member}
+end
+`;
+
+const SCRIPTS = {
+  // ARGV: prefix, sid, node, limit
+  jsongleOpen: `
+local prefix = ARGV[1]
+if redis.call('HEXISTS', prefix .. 'conns', ARGV[2]) == 1 then return 1 end
+if redis.call('HLEN', prefix .. 'conns') >= tonumber(ARGV[4]) then return 0 end
+redis.call('HSET', prefix .. 'conns', ARGV[2], ARGV[3])
+redis.call('SADD', prefix .. 'node:' .. ARGV[3], ARGV[2])
+return 1`,
+  // ARGV: prefix, rid, kind, sid, member json, max members, max rooms of kind, node
+  jsongleJoin: `
+local prefix, rid, kind, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = prefix .. 'room:' .. rid
+local current = redis.call('HGET', key, 'kind')
+if current and current ~= kind then return {'wrong-kind'} end
+if redis.call('HEXISTS', key, 'm:' .. sid) == 1 then return {'already-member', '0', redis.call('HGETALL', key)} end
+local count = current and (redis.call('HLEN', key) - 2) or 0
+if count >= tonumber(ARGV[6]) then return {'full'} end
+local same = 0
+for _, k in ipairs(redis.call('HVALS', prefix .. 'of:' .. sid)) do
+  if k == kind then same = same + 1 end
+end
+if same >= tonumber(ARGV[7]) then return {'too-many-rooms'} end
+local seq = redis.call('HINCRBY', key, 'seq', 1)
+redis.call('HSET', key, 'kind', kind, 'm:' .. sid, seq .. '\\t' .. ARGV[5])
+redis.call('HSET', prefix .. 'of:' .. sid, rid, kind)
+redis.call('SADD', prefix .. 'rooms', rid)
+redis.call('SADD', prefix .. 'node:' .. ARGV[8], sid)
+return {'joined', current and '0' or '1', redis.call('HGETALL', key)}`,
+  // ARGV: prefix, rid, sid
+  jsongleLeave: `${LEAVE_FUNCTION}
+local result = leave(ARGV[1], ARGV[2], ARGV[3])
+if not result then return {'not-member'} end
+return {'left', result[1], result[2], result[3], result[4]}`,
+  // ARGV: prefix, sid, node. Returns {rid, kind, deleted, pairs, member} for each room left.
+  jsongleClose: `${LEAVE_FUNCTION}
+local prefix, sid = ARGV[1], ARGV[2]
+local left = {}
+for _, rid in ipairs(redis.call('HKEYS', prefix .. 'of:' .. sid)) do
+  local result = leave(prefix, rid, sid)
+  if result then table.insert(left, {rid, result[1], result[2], result[3], result[4]}) end
+end
+redis.call('DEL', prefix .. 'of:' .. sid)
+redis.call('HDEL', prefix .. 'conns', sid)
+redis.call('SREM', prefix .. 'node:' .. ARGV[3], sid)
+return left`,
+} as const;
+
+type ScriptName = keyof typeof SCRIPTS;
+type ScriptResult = (string | number | ScriptResult)[];
+
+function parseMember(value: string): { seq: number; member: Member } {
+  const tab = value.indexOf('\t');
+  return { seq: Number(value.slice(0, tab)), member: JSON.parse(value.slice(tab + 1)) as Member };
+}
+
+/** Members from a room hash's HGETALL pairs, in the order they joined. */
+function membersOf(pairs: ScriptResult): Member[] {
+  const found: { seq: number; member: Member }[] = [];
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    if (String(pairs[i]).startsWith('m:')) found.push(parseMember(String(pairs[i + 1])));
+  }
+  return found.sort((a, b) => a.seq - b.seq).map(({ member }) => member);
+}
+
+export interface RedisRegistryOptions {
+  /** This process's id: its connections are cleaned by the others if it dies. */
+  nodeId: string;
+  heartbeatMs: number;
+  prefix?: string;
+  logger: Logger;
+}
+
+export class RedisRegistry extends EventEmitter<RegistryEvents> implements Registry {
+  private readonly prefix: string;
+  private readonly log: Logger;
+  private heartbeat: NodeJS.Timeout | undefined;
+  /** Disconnects that happened while Redis was unreachable, recorded when it is back. */
+  private readonly pendingCloses = new Set<string>();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly options: RedisRegistryOptions,
+  ) {
+    super();
+    this.prefix = options.prefix ?? 'jsongle:';
+    this.log = options.logger.child({ module: 'redis-registry', node: options.nodeId });
+    for (const [name, lua] of Object.entries(SCRIPTS)) redis.defineCommand(name, { numberOfKeys: 0, lua });
+    redis.on('ready', () => {
+      void this.beat();
+      void this.flushPendingCloses();
+    });
+  }
+
+  /** Starts the heartbeat; other processes reap this one's connections if it stops for 3 beats. */
+  start(): void {
+    void this.beat();
+    this.heartbeat = setInterval(() => void this.beat(), this.options.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  private async run(name: ScriptName, ...args: (string | number)[]): Promise<ScriptResult> {
+    const command = (this.redis as unknown as Record<ScriptName, (...a: (string | number)[]) => Promise<ScriptResult>>)[name];
+    try {
+      return await command.call(this.redis, this.prefix, ...args);
+    } catch (error) {
+      throw new RegistryUnavailable(`Redis: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
+  async openConnection(sid: string, limit: number): Promise<boolean> {
+    return Number(await this.run('jsongleOpen', sid, this.options.nodeId, limit)) === 1;
+  }
+
+  async closeConnection(sid: string): Promise<Room[]> {
+    try {
+      return this.closedRooms(await this.run('jsongleClose', sid, this.options.nodeId)).map(({ room }) => room);
+    } catch (error) {
+      // Recorded when Redis is back, and the rooms told then: no member outlives its connection.
+      this.pendingCloses.add(sid);
+      throw error;
+    }
+  }
+
+  async join(rid: string, kind: RoomKind, member: Member, limits: JoinLimits): Promise<JoinOutcome> {
+    const maxRooms = Number.isFinite(limits.maxRoomsOfKind) ? limits.maxRoomsOfKind : 2 ** 31;
+    const [status, created, pairs] = await this.run(
+      'jsongleJoin',
+      rid,
+      kind,
+      member.sid,
+      JSON.stringify(member),
+      limits.maxMembers,
+      maxRooms,
+      this.options.nodeId,
+    );
+    if (status === 'joined' || status === 'already-member') {
+      const room: Room = { rid, kind, members: membersOf(pairs as ScriptResult) };
+      if (status === 'already-member') return { status, room };
+      if (created === '1') this.emit('room-created', { rid, kind });
+      return { status, room, created: created === '1' };
+    }
+    return { status: status as 'full' | 'wrong-kind' | 'too-many-rooms' };
+  }
+
+  async leave(rid: string, sid: string): Promise<LeaveOutcome> {
+    const [status, kind, deleted, pairs] = await this.run('jsongleLeave', rid, sid);
+    if (status !== 'left') return { status: 'not-member' };
+    const room: Room = { rid, kind: kind as RoomKind, members: membersOf(pairs as ScriptResult) };
+    if (deleted === '1') this.emit('room-deleted', { rid, kind: room.kind });
+    return { status: 'left', room };
+  }
+
+  async room(rid: string): Promise<Room | undefined> {
+    let pairs: Record<string, string>;
+    try {
+      pairs = await this.redis.hgetall(`${this.prefix}room:${rid}`);
+    } catch (error) {
+      throw new RegistryUnavailable(`Redis: ${String(error)}`);
+    }
+    const kind = pairs.kind as RoomKind | undefined;
+    if (!kind) return undefined;
+    return { rid, kind, members: membersOf(Object.entries(pairs).flat()) };
+  }
+
+  async counts(): Promise<{ connections: number; rooms: number }> {
+    const [connections, rooms] = await Promise.all([this.redis.hlen(`${this.prefix}conns`), this.redis.scard(`${this.prefix}rooms`)]);
+    return { connections, rooms };
+  }
+
+  async health(): Promise<{ ready: true } | { ready: false; reason: string }> {
+    if (this.redis.status !== 'ready') return { ready: false, reason: `redis ${this.redis.status}` };
+    try {
+      await this.redis.ping();
+      return { ready: true };
+    } catch (error) {
+      return { ready: false, reason: `redis: ${error instanceof Error ? error.message : String(error)}` };
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.heartbeat);
+    const { nodeId } = this.options;
+    if (this.redis.status === 'ready') {
+      await this.redis.multi().del(`${this.prefix}alive:${nodeId}`).srem(`${this.prefix}nodes`, nodeId).exec();
+    }
+    this.removeAllListeners();
+  }
+
+  private closedRooms(left: ScriptResult): { room: Room; member: Member }[] {
+    return left.map((entry) => {
+      const [rid, kind, deleted, pairs, member] = entry as [string, RoomKind, string, ScriptResult, string];
+      if (deleted === '1') this.emit('room-deleted', { rid, kind });
+      return { room: { rid, kind, members: membersOf(pairs) }, member: parseMember(member).member };
+    });
+  }
+
+  private async flushPendingCloses(): Promise<void> {
+    for (const sid of [...this.pendingCloses]) {
+      try {
+        for (const { room, member } of this.closedRooms(await this.run('jsongleClose', sid, this.options.nodeId))) {
+          this.emit('member-evicted', room, member);
+        }
+        this.pendingCloses.delete(sid);
+      } catch {
+        return; // Still unreachable: the next 'ready' tries again.
+      }
+    }
+  }
+
+  /** Refreshes this process's heartbeat, then cleans up after any process whose heartbeat expired. */
+  private async beat(): Promise<void> {
+    const { nodeId, heartbeatMs } = this.options;
+    const p = this.prefix;
+    try {
+      await this.redis
+        .multi()
+        .set(`${p}alive:${nodeId}`, '1', 'PX', heartbeatMs * 3)
+        .sadd(`${p}nodes`, nodeId)
+        .exec();
+      for (const other of await this.redis.smembers(`${p}nodes`)) {
+        if (other === nodeId || (await this.redis.exists(`${p}alive:${other}`)) === 1) continue;
+        // One process reaps a dead one; the claim expires in case the reaper dies too.
+        if ((await this.redis.set(`${p}reaping:${other}`, nodeId, 'PX', heartbeatMs * 3, 'NX')) !== 'OK') continue;
+        await this.reap(other);
+      }
+    } catch (error) {
+      this.log.warn('heartbeat failed', { error: error instanceof Error ? error.message : String(error) });
+    }
+  }
+
+  private async reap(deadNode: string): Promise<void> {
+    const p = this.prefix;
+    const sids = await this.redis.smembers(`${p}node:${deadNode}`);
+    this.log.warn('process stopped beating: removing its connections from every room', { deadNode, connections: sids.length });
+    for (const sid of sids) {
+      for (const { room, member } of this.closedRooms(await this.run('jsongleClose', sid, deadNode))) {
+        this.emit('member-evicted', room, member);
+      }
+    }
+    await this.redis.multi().del(`${p}node:${deadNode}`).srem(`${p}nodes`, deadNode).del(`${p}reaping:${deadNode}`).exec();
+  }
+}
