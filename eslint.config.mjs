@@ -24,4 +24,28 @@ export default tseslint.config(
       globals: { module: 'writable', require: 'readonly', __dirname: 'readonly', process: 'readonly', console: 'readonly' },
     },
   },
+  {
+    // The demo page's scripts run in the browser as classic scripts, next to Socket.IO's `io` global.
+    files: ['public/demo/**/*.js'],
+    languageOptions: {
+      sourceType: 'script',
+      globals: {
+        module: 'off',
+        require: 'off',
+        __dirname: 'off',
+        process: 'off',
+        window: 'readonly',
+        document: 'readonly',
+        location: 'readonly',
+        navigator: 'readonly',
+        performance: 'readonly',
+        crypto: 'readonly',
+        fetch: 'readonly',
+        URLSearchParams: 'readonly',
+        RTCPeerConnection: 'readonly',
+        MediaStream: 'readonly',
+        io: 'readonly',
+      },
+    },
+  },
 );

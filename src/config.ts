@@ -40,9 +40,12 @@ export class ConfigError extends Error {}
 
 type Source = Record<string, string | undefined>;
 
+/** The shipped defaults, whatever the working directory: the last layer of every lookup. */
+const PACKAGE_DEFAULTS = path.join(__dirname, '..', '.env.defaults');
+
 /**
- * Reads one setting: the environment first, then `.env`, then `.env.defaults` (PROTOCOL.md §10).
- * `aliases` are older spellings still accepted.
+ * Reads one setting from the first layer that defines it, even as empty: the environment, then
+ * `.env`, then `.env.defaults` (PROTOCOL.md §10). `aliases` are older spellings still accepted.
  */
 function reader(layers: Source[]) {
   return (key: string, ...aliases: string[]): string => {
@@ -108,48 +111,43 @@ function redisUrl(key: string, value: string): string {
  * relative key/cert paths; `env` is normally `process.env`. Throws ConfigError naming the setting.
  */
 export function loadConfig(env: Source = process.env, baseDir = process.cwd()): Readonly<Config> {
-  const file = (name: string): Source => {
-    const full = path.join(baseDir, name);
-    return existsSync(full) ? dotenv.parse(readFileSync(full)) : {};
-  };
-  const get = reader([env, file('.env'), file('.env.defaults')]);
+  const file = (full: string): Source => (existsSync(full) ? dotenv.parse(readFileSync(full)) : {});
+  const get = reader([env, file(path.join(baseDir, '.env')), file(path.join(baseDir, '.env.defaults')), file(PACKAGE_DEFAULTS)]);
 
-  const useHTTPS = get('useHTTPS') === '' ? true : boolean('useHTTPS', get('useHTTPS'));
-  const level = get('logDefaultLevel') || 'warn';
+  const useHTTPS = boolean('useHTTPS', get('useHTTPS'));
+  const level = get('logDefaultLevel');
   if (!(LOG_LEVELS as readonly string[]).includes(level)) fail('logDefaultLevel', level, LOG_LEVELS.join(', '));
 
   const config: Config = {
-    wsPort: integer('wsPort', get('wsPort') || '8080', 0, 65535),
-    restPort: integer('restPort', get('restPort') || '8081', 0, 65535),
+    wsPort: integer('wsPort', get('wsPort'), 0, 65535),
+    restPort: integer('restPort', get('restPort'), 0, 65535),
     useHTTPS,
-    tls: useHTTPS
-      ? { key: pem('key', get('key') || './key.pem', baseDir), cert: pem('cert', get('cert') || './cert.pem', baseDir) }
-      : undefined,
+    tls: useHTTPS ? { key: pem('key', get('key'), baseDir), cert: pem('cert', get('cert'), baseDir) } : undefined,
     corsPolicyOrigin: get('corsPolicyOrigin')
       .split(',')
       .map((origin) => origin.trim())
       .filter((origin) => origin !== ''),
-    id: nonEmpty('id', get('id') || 'jsongle-server'),
+    id: nonEmpty('id', get('id')),
     appToken: get('appToken'),
     adminToken: get('adminToken'),
-    maxConcurrentUsers: integer('maxConcurrentUsers', get('maxConcurrentUsers') || '10', 1),
-    maxConnectionsPerAddress: integer('maxConnectionsPerAddress', get('maxConnectionsPerAddress') || '100', 1),
-    multiRoomPrefix: nonEmpty('multiRoomPrefix', get('multiRoomPrefix') || '#muc#', 64),
-    maxMembersPerMultiRoom: integer('maxMembersPerMultiRoom', get('maxMembersPerMultiRoom') || '10', 2),
-    maxMultiRoomPerUser: integer('maxMultiRoomPerUser', get('maxMultiRoomPerUser', 'maxMultiRoomsPerUser') || '10', 1),
-    helloTimeoutMs: integer('helloTimeoutMs', get('helloTimeoutMs') || '10000', 100),
-    maxMessageBytes: integer('maxMessageBytes', get('maxMessageBytes') || '65536', 1024, 16 * 1024 * 1024),
-    maxMessagesPerSecond: integer('maxMessagesPerSecond', get('maxMessagesPerSecond') || '50', 1),
-    pingIntervalMs: integer('pingIntervalMs', get('pingIntervalMs') || '25000', 100),
-    pingTimeoutMs: integer('pingTimeoutMs', get('pingTimeoutMs') || '20000', 100),
+    maxConcurrentUsers: integer('maxConcurrentUsers', get('maxConcurrentUsers'), 1),
+    maxConnectionsPerAddress: integer('maxConnectionsPerAddress', get('maxConnectionsPerAddress'), 1),
+    multiRoomPrefix: nonEmpty('multiRoomPrefix', get('multiRoomPrefix'), 64),
+    maxMembersPerMultiRoom: integer('maxMembersPerMultiRoom', get('maxMembersPerMultiRoom'), 2),
+    maxMultiRoomPerUser: integer('maxMultiRoomPerUser', get('maxMultiRoomPerUser', 'maxMultiRoomsPerUser'), 1),
+    helloTimeoutMs: integer('helloTimeoutMs', get('helloTimeoutMs'), 100),
+    maxMessageBytes: integer('maxMessageBytes', get('maxMessageBytes'), 1024, 16 * 1024 * 1024),
+    maxMessagesPerSecond: integer('maxMessagesPerSecond', get('maxMessagesPerSecond'), 1),
+    pingIntervalMs: integer('pingIntervalMs', get('pingIntervalMs'), 100),
+    pingTimeoutMs: integer('pingTimeoutMs', get('pingTimeoutMs'), 100),
     logDefaultLevel: level as LogLevel,
-    logPath: nonEmpty('logPath', get('logPath') || '/tmp/jsongle-server.log', 4096),
-    logFilesNumber: integer('logFilesNumber', get('logFilesNumber') || '3', 1),
-    logFilePeriod: logPeriod('logFilePeriod', get('logFilePeriod') || '1d'),
+    logPath: nonEmpty('logPath', get('logPath'), 4096),
+    logFilesNumber: integer('logFilesNumber', get('logFilesNumber'), 1),
+    logFilePeriod: logPeriod('logFilePeriod', get('logFilePeriod')),
     // Empty: on in development, off when NODE_ENV=production.
     demo: get('demo') === '' ? get('NODE_ENV') !== 'production' : boolean('demo', get('demo')),
     redisUrl: redisUrl('redisUrl', get('redisUrl')),
-    nodeHeartbeatMs: integer('nodeHeartbeatMs', get('nodeHeartbeatMs') || '5000', 100),
+    nodeHeartbeatMs: integer('nodeHeartbeatMs', get('nodeHeartbeatMs'), 100),
   };
   return Object.freeze(config);
 }

@@ -24,6 +24,11 @@ import type { SignalingServer } from './signaling/types';
 export interface JsongleServer {
   /** Binds both ports (0 picks free ones) and resolves with the ports bound. */
   listen(host?: string): Promise<{ wsPort: number; restPort: number }>;
+  /**
+   * Stops the signaling side only: closes every connection (their rooms are told) and the ws port.
+   * REST stays up, so that /ready and /tests report it while a shutdown drains.
+   */
+  closeSignaling(): Promise<void>;
   /** Closes both servers and every connection, and resolves once all is cleaned up. */
   close(): Promise<void>;
   readonly registry: Registry;
@@ -101,12 +106,23 @@ export async function createServer(config: Readonly<Config>, deps: { logging?: L
       });
     });
 
+  let closingSignaling: Promise<void> | undefined;
+  const closeSignaling = () => {
+    closingSignaling ??= (async () => {
+      // Disconnects every socket; their disconnect handlers clean the registry up.
+      await io.close();
+      await signaling.drain();
+    })();
+    return closingSignaling;
+  };
   let closing: Promise<void> | undefined;
   return {
     registry,
     metrics,
     logging,
+    closeSignaling,
     async listen(host) {
+      await shared?.subscribed();
       await bind(wsHttp, config.wsPort, host);
       await bind(restHttp, config.restPort, host);
       const ports = { wsPort: port(wsHttp), restPort: port(restHttp) };
@@ -118,9 +134,7 @@ export async function createServer(config: Readonly<Config>, deps: { logging?: L
       closing ??= (async () => {
         restHttp.closeAllConnections();
         const restClosed = new Promise<void>((resolve) => restHttp.close(() => resolve()));
-        // Disconnects every socket; their disconnect handlers clean the registry up.
-        await io.close();
-        await signaling.drain();
+        await closeSignaling();
         await restClosed;
         await (shared ? shared.close() : registry.close());
       })();

@@ -1,6 +1,10 @@
 import { connectAs, type TestClient } from './helpers/client';
 import { startServer, type TestServer } from './helpers/server';
 
+// Jest's asymmetric matchers are typed `any`; held as `unknown` they go in expected objects safely.
+const A_UUID: unknown = expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+const AN_ISO_TIME: unknown = expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+
 describe('a P2P call between two users', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
@@ -40,15 +44,41 @@ describe('a P2P call between two users', () => {
       description: { media: ['audio', 'video'] },
     });
     const proposed = await bob.nextAction('session-propose');
-    expect(proposed).toMatchObject({
+    // Exactly what alice sent, but from the room, to bob, with the server's times (§5).
+    expect(proposed).toEqual({
       id: mid,
       from: 'room-1',
       to: bob.sid,
-      jsongle: { sid: 'call-1', description: { media: ['audio', 'video'] } },
+      jsongle: {
+        action: 'session-propose',
+        namespace: 'call',
+        sid: 'call-1',
+        initiator: 'alice',
+        responder: 'bob',
+        description: { media: ['audio', 'video'], sent: AN_ISO_TIME, relayed: AN_ISO_TIME },
+      },
     });
-    expect(typeof proposed.jsongle.description?.relayed).toBe('string');
+    // §5 rule 4: the server tells the caller it is trying, from itself, with the call's identifiers.
     const trying = await alice.nextAction('session-info', { reason: 'trying' });
-    expect(trying.jsongle).toMatchObject({ sid: 'call-1', initiator: 'alice', responder: 'bob' });
+    expect(trying).toEqual({
+      id: A_UUID,
+      from: 'jsongle-server',
+      to: alice.sid,
+      jsongle: {
+        action: 'session-info',
+        namespace: 'call',
+        sid: 'call-1',
+        initiator: 'alice',
+        responder: 'bob',
+        reason: 'trying',
+        description: { tried: AN_ISO_TIME },
+      },
+    });
+    // The callee gets no trying, the caller no echo of its propose.
+    await Promise.all([
+      bob.expectNothing((m) => m.jsongle.reason === 'trying'),
+      alice.expectNothing((m) => m.jsongle.action === 'session-propose'),
+    ]);
 
     await expect(
       server

@@ -51,6 +51,7 @@ export function createLogging(config: Pick<Config, 'logDefaultLevel' | 'logPath'
   });
   file.on('error', (error: Error) => logger.error('log file error', { module: 'logger', error: error.message }));
 
+  let closed: Promise<void> | undefined;
   return {
     logger,
     consoleLevel: () => console.level as LogLevel,
@@ -60,11 +61,21 @@ export function createLogging(config: Pick<Config, 'logDefaultLevel' | 'logPath'
       logger.level = finer(level, 'debug');
       return was;
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        // winston's 'finish' fires once every transport has flushed.
-        logger.on('finish', () => resolve());
+    close() {
+      closed ??= new Promise<void>((resolve) => {
+        // winston's own 'finish' comes before the rotating file's stream has written its last
+        // lines: wait for that stream (bounded, should it never say so).
+        const stream = (file as unknown as { logStream?: NodeJS.EventEmitter }).logStream;
+        const timer = setTimeout(resolve, 2000);
+        const done = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        if (stream) stream.once('finish', done);
+        else logger.once('finish', done);
         logger.end();
-      }),
+      });
+      return closed;
+    },
   };
 }

@@ -10,6 +10,8 @@ export interface SharedState {
   registry: RedisRegistry;
   /** The Socket.IO adapter that carries emits to sockets of other processes. */
   adapter: ReturnType<typeof createAdapter>;
+  /** Resolves once the adapter's subscription is in place (call after the Socket.IO server exists). */
+  subscribed(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -56,6 +58,11 @@ export async function connectRedis(config: Pick<Config, 'redisUrl' | 'nodeHeartb
   return {
     registry,
     adapter: createAdapter(pubClient, subClient),
+    async subscribed() {
+      // The adapter subscribes, when Socket.IO creates it, without telling when that is done; a
+      // PING on the same connection is answered after it, so nothing published to us is missed.
+      await Promise.race([subClient.ping().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, STARTUP_WAIT_MS).unref())]);
+    },
     async close() {
       await registry.close();
       await Promise.all(clients.map((client) => client.quit().catch(() => client.disconnect())));

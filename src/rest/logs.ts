@@ -14,7 +14,8 @@ export function logsRouter(logging: Logging, adminToken: string): Router {
       return;
     }
     const was = logging.setConsoleLevel(level);
-    logging.logger.warn('console log level changed', { module: 'rest', level, was });
+    // `to`, not `level`: winston would overwrite a `level` field with the line's own.
+    logging.logger.warn('console log level changed', { module: 'rest', to: level, was });
     res.json({ level, was });
   });
 }

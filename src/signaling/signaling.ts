@@ -17,6 +17,8 @@ export interface Signaling {
 
 /** The marker a too-large packet is replaced with, so that it is never parsed (see countBytes). */
 const OVERSIZED_EVENT = 'jsongle-oversized';
+/** How a `jsongle` event of the default namespace starts on the wire (a Socket.IO EVENT packet). */
+const JSONGLE_FRAME = '2["jsongle",';
 
 /**
  * Wires the JSONgle protocol onto a Socket.IO server: the gate, the session-hello, the dispatcher
@@ -44,21 +46,25 @@ export function attachSignaling(
   /**
    * Counts bytes where Socket.IO reads and writes them, once per packet and without serializing
    * again (PROTOCOL.md §9), and enforces maxMessageBytes (§6) before the packet is parsed: the
-   * engine's `packet` event fires before the packet is decoded, so an oversized one is swapped for
-   * a small marker event and the connection survives.
+   * engine's `packet` event fires before Socket.IO decodes the packet, so an oversized one is
+   * swapped for a small marker event and the connection survives.
    */
   function countBytes(socket: SignalingSocket, session: Session): void {
     socket.conn.on('packet', (packet: { type: string; data?: unknown }) => {
       if (packet.type !== 'message' || typeof packet.data !== 'string') return;
-      const bytes = Buffer.byteLength(packet.data);
-      metrics.received(bytes);
+      const isJsongle = packet.data.startsWith(JSONGLE_FRAME);
+      // The envelope alone: without the frame `2["jsongle",` … `]` around it.
+      const bytes = Buffer.byteLength(packet.data) - (isJsongle ? JSONGLE_FRAME.length + 1 : 0);
+      if (isJsongle) metrics.received(bytes);
       if (bytes > config.maxMessageBytes) {
-        packet.data = `42${JSON.stringify([OVERSIZED_EVENT, bytes])}`;
+        packet.data = `2${JSON.stringify([OVERSIZED_EVENT, bytes])}`;
         session.log.info('oversized message dropped', { bytes });
       }
     });
     socket.conn.on('packetCreate', (packet: { type: string; data?: unknown }) => {
-      if (packet.type === 'message' && typeof packet.data === 'string') metrics.sent(Buffer.byteLength(packet.data));
+      if (packet.type === 'message' && typeof packet.data === 'string' && packet.data.startsWith(JSONGLE_FRAME)) {
+        metrics.sent(Buffer.byteLength(packet.data) - JSONGLE_FRAME.length - 1);
+      }
     });
   }
 
@@ -78,16 +84,21 @@ export function attachSignaling(
     }
     session.log.debug('connected', { address: socket.data.address, probe });
 
-    const refuse = (code: 413001 | 429001, details: string) => {
+    const refuse = (code: 413001 | 429001, details: string, mid?: string) => {
       metrics.errorSent(code);
-      send(sessionError(config.id, sessionId, code, details));
+      send(sessionError(config.id, sessionId, code, details, mid));
     };
     socket.on(OVERSIZED_EVENT as 'jsongle', (bytes) => {
       refuse(413001, `Message too large: ${String(bytes)} bytes, the limit is ${config.maxMessageBytes}`);
     });
     socket.on('jsongle', (raw) => {
       if (!session.allowMessage()) {
-        refuse(429001, `Too many messages: at most ${config.maxMessagesPerSecond} per second; this one was dropped`);
+        const mid = (raw as { id?: unknown } | null)?.id;
+        refuse(
+          429001,
+          `Too many messages: at most ${config.maxMessagesPerSecond} per second; this one was dropped`,
+          typeof mid === 'string' ? mid : undefined,
+        );
         return;
       }
       void session.enqueue(() => (session.closed ? Promise.resolve() : dispatch(session, raw)));
