@@ -1,6 +1,8 @@
 import { ConfigError, loadConfig } from './config';
 import { createServer } from './server';
 
+const SHUTDOWN_TIMEOUT_MS = 10_000;
+
 /** Production entry point: `node dist/index.js`. */
 async function main(): Promise<void> {
   let config;
@@ -23,6 +25,11 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.warn(`${signal} received: shutting down`, { module: 'process' });
+    // Bounded: a shutdown that hangs (a registry that never answers) must still end.
+    setTimeout(() => {
+      console.error(`jsongle-server: shutdown took over ${SHUTDOWN_TIMEOUT_MS} ms, exiting anyway`);
+      process.exit(1);
+    }, SHUTDOWN_TIMEOUT_MS).unref();
     void server
       .close()
       .then(() => server.logging.close())

@@ -109,7 +109,9 @@ export async function createServer(config: Readonly<Config>, deps: { logging?: L
   let closingSignaling: Promise<void> | undefined;
   const closeSignaling = () => {
     closingSignaling ??= (async () => {
-      // Disconnects every socket; their disconnect handlers clean the registry up.
+      signaling.announceShutdown();
+      // Disconnects every socket; their disconnect handlers clean the registry up and tell the
+      // members that remain (on other processes, with Redis) that these left.
       await io.close();
       await signaling.drain();
     })();

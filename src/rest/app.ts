@@ -1,5 +1,6 @@
 import cors from 'cors';
 import express, { type ErrorRequestHandler, type Router } from 'express';
+import helmet from 'helmet';
 import type { Logger } from '../observability/logger';
 
 /**
@@ -9,6 +10,9 @@ import type { Logger } from '../observability/logger';
 export function createRestApp(routers: Router[], corsOrigins: string[], logger: Logger): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  // Security headers on every answer; the CSP lets the demo page reach the Socket.IO port,
+  // which is another origin (another port), and nothing else.
+  app.use(helmet({ contentSecurityPolicy: { directives: { connectSrc: ["'self'", 'wss:', 'ws:', 'https:', 'http:'] } } }));
   // Empty corsPolicyOrigin: no CORS headers at all, so browsers refuse cross-origin calls.
   if (corsOrigins.length > 0) app.use(cors({ origin: corsOrigins }));
   app.use(express.json({ limit: '16kb' }));

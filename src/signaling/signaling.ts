@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Config } from '../config';
 import type { Logger } from '../observability/logger';
 import type { Metrics } from '../observability/metrics';
-import { helloRequest, sessionError } from '../protocol/messages';
+import { envelope, helloRequest, sessionError } from '../protocol/messages';
 import type { Registry } from '../registry/registry';
 import { connectionGate } from './connection-gate';
 import { createDispatcher } from './dispatcher';
@@ -11,6 +11,8 @@ import { Session } from './session';
 import type { HandlerContext, SignalingServer, SignalingSocket } from './types';
 
 export interface Signaling {
+  /** Tells every connection of this process that the server is going away (before it closes them). */
+  announceShutdown(): void;
   /** Resolves when every closed connection has been cleaned out of the registry. */
   drain(): Promise<void>;
 }
@@ -132,6 +134,15 @@ export function attachSignaling(
   });
 
   return {
+    announceShutdown() {
+      const time = new Date().toJSON();
+      for (const socket of io.of('/').sockets.values()) {
+        socket.emit(
+          'jsongle',
+          envelope(config.id, socket.data.sessionId, { action: 'session-event', event: 'shutdown', description: { shutdown: time } }),
+        );
+      }
+    },
     async drain() {
       while (cleanups.size > 0) await Promise.all([...cleanups]);
     },

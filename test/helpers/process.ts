@@ -8,6 +8,8 @@ export interface ServerProcess {
   child: ChildProcess;
   wsUrl: string;
   restUrl: string;
+  /** The folder of its log file. */
+  logDir: string;
   /** Everything the process printed so far. */
   output(): string;
   /** Resolves with the exit code (or signal name) once the process has ended. */
@@ -60,6 +62,7 @@ export async function spawnServer(settings: Record<string, string> = {}): Promis
     child,
     wsUrl: `${scheme}://127.0.0.1:${ports.wsPort}`,
     restUrl: `${scheme}://127.0.0.1:${ports.restPort}`,
+    logDir,
     output: () => output,
     exited,
     async stop(signal = 'SIGTERM') {
