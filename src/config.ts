@@ -34,6 +34,10 @@ export interface Config {
   /** Empty: the embedded in-memory registry; set: the Redis registry and adapter (several processes). */
   redisUrl: string;
   nodeHeartbeatMs: number;
+  /** coturn's static-auth-secret: set, the hello's ack carries time-limited TURN credentials. */
+  turnSecret: string;
+  turnUris: string[];
+  turnTtlSeconds: number;
 }
 
 export class ConfigError extends Error {}
@@ -106,6 +110,16 @@ function redisUrl(key: string, value: string): string {
   return value;
 }
 
+function turnUris(key: string, value: string, required: boolean): string[] {
+  const uris = value
+    .split(',')
+    .map((uri) => uri.trim())
+    .filter((uri) => uri !== '');
+  if (required && uris.length === 0) fail(key, value, 'at least one turn:, turns: or stun: URI when turnSecret is set');
+  for (const uri of uris) if (!/^(turns?|stuns?):./.test(uri)) fail(key, value, 'comma-separated turn:, turns: or stun: URIs');
+  return uris;
+}
+
 /**
  * Builds the configuration once, at start-up. `baseDir` holds `.env`, `.env.defaults` and the
  * relative key/cert paths; `env` is normally `process.env`. Throws ConfigError naming the setting.
@@ -148,6 +162,9 @@ export function loadConfig(env: Source = process.env, baseDir = process.cwd()): 
     demo: get('demo') === '' ? get('NODE_ENV') !== 'production' : boolean('demo', get('demo')),
     redisUrl: redisUrl('redisUrl', get('redisUrl')),
     nodeHeartbeatMs: integer('nodeHeartbeatMs', get('nodeHeartbeatMs'), 100),
+    turnSecret: get('turnSecret'),
+    turnUris: turnUris('turnUris', get('turnUris'), get('turnSecret') !== ''),
+    turnTtlSeconds: integer('turnTtlSeconds', get('turnTtlSeconds'), 60, 7 * 24 * 3600),
   };
   return Object.freeze(config);
 }

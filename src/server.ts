@@ -92,7 +92,7 @@ export async function createServer(config: Readonly<Config>, deps: { logging?: L
         selfTestRouter({ config, probeKey, roomPrefix: selfTestRoomPrefix, wsPort: () => port(wsHttp) }),
         ...(config.demo ? [demoRouter(config, () => port(wsHttp))] : []),
       ],
-      config.corsPolicyOrigin,
+      { corsOrigins: config.corsPolicyOrigin, useHTTPS: config.useHTTPS },
       logger,
     ),
   );

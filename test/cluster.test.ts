@@ -89,20 +89,25 @@ describeWithRedis('two processes through Redis', () => {
 
   test('SIGKILL of a process: the members on the other get left within the heartbeat expiry', async () => {
     const c = await spawnServer({ redisUrl: redis.url, nodeHeartbeatMs: String(HEARTBEAT_MS), maxConcurrentUsers: '6' });
-    const alice = await open(a, 'alice');
-    const doomed = await connectAs(c.wsUrl, 'doomed');
-    await alice.join('k-room');
-    await doomed.join('k-room');
-    await alice.nextAction('session-event', { event: 'joined' });
-    const killedAt = Date.now();
-    await c.stop('SIGKILL');
-    const left = await alice.nextAction('session-event', { event: 'left' }, HEARTBEAT_MS * 3 + 3000);
-    expect(left.jsongle.description).toMatchObject({ rid: 'k-room', member: { uid: 'doomed', sid: doomed.sid } });
-    expect(Date.now() - killedAt).toBeLessThan(HEARTBEAT_MS * 5 + 2000);
-    // The seat is free again for someone else.
-    const newcomer = await open(b, 'newcomer');
-    await expect(newcomer.join('k-room')).resolves.toMatchObject({ jsongle: { action: 'iq-result' } });
-    doomed.close();
+    try {
+      const alice = await open(a, 'alice');
+      const doomed = await connectAs(c.wsUrl, 'doomed');
+      await alice.join('k-room');
+      await doomed.join('k-room');
+      await alice.nextAction('session-event', { event: 'joined' });
+      const killedAt = Date.now();
+      await c.stop('SIGKILL');
+      const left = await alice.nextAction('session-event', { event: 'left' }, HEARTBEAT_MS * 3 + 3000);
+      expect(left.jsongle.description).toMatchObject({ rid: 'k-room', member: { uid: 'doomed', sid: doomed.sid } });
+      expect(Date.now() - killedAt).toBeLessThan(HEARTBEAT_MS * 5 + 2000);
+      // The seat is free again for someone else.
+      const newcomer = await open(b, 'newcomer');
+      await expect(newcomer.join('k-room')).resolves.toMatchObject({ jsongle: { action: 'iq-result' } });
+      doomed.close();
+    } finally {
+      // Whatever failed above, no process outlives the test.
+      await c.stop('SIGKILL');
+    }
   });
 
   test('a Redis restart: /ping stays up, /ready goes 503 then 200, and service resumes', async () => {

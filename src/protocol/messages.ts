@@ -23,8 +23,8 @@ export function helloRequest(from: string, to: string, transaction: string, abou
   return envelope(from, to, { action: 'iq-get', query: 'session-hello', transaction, description: about });
 }
 
-export function ack(from: string, to: string, transaction: string | undefined, success: boolean): Envelope {
-  return envelope(from, to, { action: 'ack', status: success ? 'success' : 'failed', transaction });
+export function ack(from: string, to: string, transaction: string | undefined, success: boolean, description?: Description): Envelope {
+  return envelope(from, to, { action: 'ack', status: success ? 'success' : 'failed', transaction, description });
 }
 
 export function iqResult(from: string, to: string, query: string, transaction: string | undefined, description: Description): Envelope {

@@ -35,7 +35,10 @@ export async function connectRedis(config: Pick<Config, 'redisUrl' | 'nodeHeartb
   const registryClient = new Redis(config.redisUrl, options);
   // Publishing may queue through a short reconnect: the adapter does not catch publish errors.
   const pubClient = new Redis(config.redisUrl, { ...options, enableOfflineQueue: true });
-  const subClient = new Redis(config.redisUrl, { ...options, enableOfflineQueue: true });
+  // No ready check on the subscriber: when Redis is slow to answer, ioredis would send its INFO
+  // after the adapter's PSUBSCRIBE, fail it ("subscriber mode"), reconnect, and come back without
+  // the subscription: delivery from the other processes would silently never happen.
+  const subClient = new Redis(config.redisUrl, { ...options, enableOfflineQueue: true, enableReadyCheck: false });
   const clients = [registryClient, pubClient, subClient];
   let warned = false;
   for (const client of clients) {
@@ -49,7 +52,10 @@ export async function connectRedis(config: Pick<Config, 'redisUrl' | 'nodeHeartb
       warned = false;
     });
   }
-  await Promise.race([once(registryClient, 'ready'), new Promise((resolve) => setTimeout(resolve, STARTUP_WAIT_MS).unref())]);
+  await Promise.race([
+    Promise.all(clients.map((client) => once(client, 'ready'))),
+    new Promise((resolve) => setTimeout(resolve, STARTUP_WAIT_MS).unref()),
+  ]);
   if (registryClient.status !== 'ready')
     log.error('redis not reachable at start-up: not ready until it is', { status: registryClient.status });
 

@@ -7,12 +7,21 @@ import type { Logger } from '../observability/logger';
  * The REST application: the routers, then JSON answers for what none of them took. A client
  * never sees an HTML page or a stack trace.
  */
-export function createRestApp(routers: Router[], corsOrigins: string[], logger: Logger): express.Express {
+export function createRestApp(routers: Router[], options: { corsOrigins: string[]; useHTTPS: boolean }, logger: Logger): express.Express {
+  const { corsOrigins, useHTTPS } = options;
   const app = express();
   app.disable('x-powered-by');
   // Security headers on every answer; the CSP lets the demo page reach the Socket.IO port,
   // which is another origin (another port), and nothing else.
-  app.use(helmet({ contentSecurityPolicy: { directives: { connectSrc: ["'self'", 'wss:', 'ws:', 'https:', 'http:'] } } }));
+  // Over plain HTTP (behind a TLS proxy) neither HSTS nor an upgrade of requests is ours to ask.
+  app.use(
+    helmet({
+      contentSecurityPolicy: {
+        directives: { connectSrc: ["'self'", 'wss:', 'ws:', 'https:', 'http:'], upgradeInsecureRequests: useHTTPS ? [] : null },
+      },
+      strictTransportSecurity: useHTTPS,
+    }),
+  );
   // Empty corsPolicyOrigin: no CORS headers at all, so browsers refuse cross-origin calls.
   if (corsOrigins.length > 0) app.use(cors({ origin: corsOrigins }));
   app.use(express.json({ limit: '16kb' }));

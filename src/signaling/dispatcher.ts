@@ -8,6 +8,7 @@ import { sessionHello } from './handlers/session-hello';
 import { sessionJoin } from './handlers/session-join';
 import { sessionLeave } from './handlers/session-leave';
 import { sessionMetrics } from './handlers/session-metrics';
+import { turnCredentials } from './handlers/turn-credentials';
 import type { Session } from './session';
 import type { Handler, HandlerContext } from './types';
 
@@ -22,6 +23,7 @@ export function createDispatcher(context: HandlerContext): (session: Session, ra
     ['session-join', sessionJoin(context)],
     ['muc-join', mucJoin(context)],
     ['session-leave', sessionLeave(context)],
+    ['turn-credentials', turnCredentials(context)],
   ]);
   const relayToRoom = relay(context);
   const reportMetrics = sessionMetrics(context);

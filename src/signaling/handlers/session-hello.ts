@@ -2,6 +2,7 @@ import { descriptionParser, HelloResultSchema } from '../../protocol/envelope';
 import { ProtocolError } from '../../protocol/errors';
 import { ack } from '../../protocol/messages';
 import type { Handler, HandlerContext } from '../types';
+import { iceServersFor } from './turn-credentials';
 
 const parseHello = descriptionParser(HelloResultSchema);
 
@@ -32,6 +33,7 @@ export function sessionHello({ config, send }: Pick<HandlerContext, 'config' | '
     }
     session.member = hello.dn === undefined ? { sid: session.sid, uid: hello.uid } : { sid: session.sid, uid: hello.uid, dn: hello.dn };
     session.log.debug('session-hello completed', { uid: hello.uid });
-    send(ack(config.id, session.sid, transaction, true));
+    // With TURN configured, the ack carries the first credentials (see turn-credentials.ts).
+    send(ack(config.id, session.sid, transaction, true, iceServersFor(config, hello.uid)));
   };
 }
