@@ -39,13 +39,18 @@ export type Jsongle = Static<typeof JsongleSchema>;
 export type ClientEnvelope = Static<typeof ClientEnvelopeSchema>;
 export type Description = Static<typeof DescriptionSchema>;
 
-/** What the server sends: always a full envelope with a string `from`. */
-export interface Envelope {
-  id: string;
-  from: string;
-  to: string;
-  jsongle: Jsongle;
-}
+/**
+ * What the server sends: always a full envelope. `from` is the server's id, a room id, or
+ * `rid/uid` for a message relayed in a multi-user room; `to` is the recipient's session identity.
+ */
+export const ServerEnvelopeSchema = Type.Object({
+  id: id(128),
+  from: id(513),
+  to: id(512),
+  jsongle: JsongleSchema,
+});
+
+export type Envelope = Static<typeof ServerEnvelopeSchema>;
 
 export const HelloResultSchema = Type.Object({ uid: id(256), dn: optional(text(256)) });
 export const RoomRequestSchema = Type.Object({ rid: id(256) });
@@ -53,6 +58,21 @@ export const MetricsReportSchema = Type.Object({
   duration: optional(Type.Number({ minimum: 0, maximum: 7 * 24 * 3600 })),
   error: optional(text(64)),
 });
+
+/** The contract as a JSON Schema document (draft-07), served at GET /schema and kept in docs/schema.json. */
+export function jsonSchemaDocument(version: string): Record<string, unknown> {
+  // TypeBox schemas are JSON Schema already; serializing drops its symbol-keyed bookkeeping.
+  const definitions = {
+    ClientEnvelope: ClientEnvelopeSchema,
+    ServerEnvelope: ServerEnvelopeSchema,
+    SessionHelloResultDescription: HelloResultSchema,
+    RoomRequestDescription: RoomRequestSchema,
+    SessionMetricsDescription: MetricsReportSchema,
+  };
+  return JSON.parse(
+    JSON.stringify({ $schema: 'http://json-schema.org/draft-07/schema#', title: 'JSONgle-Server envelopes', version, definitions }),
+  ) as Record<string, unknown>;
+}
 
 export type HelloResult = Static<typeof HelloResultSchema>;
 export type RoomRequest = Static<typeof RoomRequestSchema>;
