@@ -17,6 +17,7 @@ import { demoRouter } from './rest/demo';
 import { logsRouter } from './rest/logs';
 import { metricsRouter } from './rest/metrics';
 import { pingRouter, readyRouter } from './rest/ping';
+import { roomsRouter } from './rest/rooms';
 import { schemaRouter } from './rest/schema';
 import { selfTestRouter } from './rest/self-test';
 import { attachSignaling } from './signaling/signaling';
@@ -91,6 +92,7 @@ export async function createServer(config: Readonly<Config>, deps: { logging?: L
         logsRouter(logging, config.adminToken),
         metricsRouter(metrics),
         schemaRouter(info.version),
+        roomsRouter(registry, config.adminToken),
         selfTestRouter({ config, probeKey, roomPrefix: selfTestRoomPrefix, wsPort: () => port(wsHttp) }),
         ...(config.demo ? [demoRouter(config, () => port(wsHttp))] : []),
       ],

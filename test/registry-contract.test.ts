@@ -147,6 +147,35 @@ describe.each(implementations)('$name', ({ create }) => {
     expect((await registry.room('race'))?.members).toHaveLength(2);
   });
 
+  test('details: members with the time they joined, relays counted, nothing left of a deleted room', async () => {
+    const [alice, bob] = [member('alice'), member('bob')];
+    await registry.join('d', 'muc', alice, MUC);
+    await registry.join('d', 'muc', bob, MUC);
+    registry.countRelay('d');
+    registry.countRelay('d');
+    registry.countRelay('missing');
+    const [details] = await registry.details('d');
+    expect(details).toEqual({
+      rid: 'd',
+      kind: 'muc',
+      created: expect.any(String) as unknown,
+      messages: 2,
+      members: [
+        { ...alice, since: expect.any(String) as unknown },
+        { ...bob, since: expect.any(String) as unknown },
+      ],
+    });
+    await expect(registry.details()).resolves.toHaveLength(1);
+    await registry.leave('d', alice.sid);
+    await registry.leave('d', bob.sid);
+    registry.countRelay('d');
+    await expect(registry.details()).resolves.toEqual([]);
+    await expect(registry.details('d')).resolves.toEqual([]);
+    // A room made again under the same id starts afresh.
+    await registry.join('d', 'muc', alice, MUC);
+    await expect(registry.details('d')).resolves.toMatchObject([{ messages: 0 }]);
+  });
+
   test('is ready', async () => {
     await expect(registry.health()).resolves.toEqual({ ready: true });
   });

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Member } from '../protocol/messages';
-import type { JoinLimits, JoinOutcome, LeaveOutcome, Registry, RegistryEvents, Room, RoomKind } from './registry';
+import { now } from '../protocol/messages';
+import type { JoinLimits, JoinOutcome, LeaveOutcome, Registry, RegistryEvents, Room, RoomDetails, RoomKind } from './registry';
 
 /**
  * The embedded registry, for one process. Rooms are copy-on-write: a join or a leave builds a new
@@ -12,6 +13,8 @@ export class MemoryRegistry extends EventEmitter<RegistryEvents> implements Regi
   private readonly connections = new Set<string>();
   /** Rooms of each connection, for disconnects and the per-connection MUC limit. */
   private readonly roomsOf = new Map<string, Set<string>>();
+  /** What the admin view shows beyond the members, by room. */
+  private readonly activity = new Map<string, { created: string; messages: number; since: Map<string, string> }>();
 
   async openConnection(sid: string, limit: number): Promise<boolean> {
     if (this.connections.has(sid)) return true;
@@ -46,6 +49,9 @@ export class MemoryRegistry extends EventEmitter<RegistryEvents> implements Regi
     this.rooms.set(rid, joined);
     mine.add(rid);
     this.roomsOf.set(member.sid, mine);
+    const activity = this.activity.get(rid) ?? { created: now(), messages: 0, since: new Map<string, string>() };
+    activity.since.set(member.sid, now());
+    this.activity.set(rid, activity);
     if (!room) this.emit('room-created', { rid, kind });
     return { status: 'joined', room: joined, created: !room };
   }
@@ -66,6 +72,25 @@ export class MemoryRegistry extends EventEmitter<RegistryEvents> implements Regi
     return { connections: this.connections.size, rooms: this.rooms.size };
   }
 
+  countRelay(rid: string): void {
+    const activity = this.activity.get(rid);
+    if (activity) activity.messages++;
+  }
+
+  async details(rid?: string): Promise<RoomDetails[]> {
+    const rooms = rid === undefined ? [...this.rooms.values()] : [this.rooms.get(rid)].filter((room) => room !== undefined);
+    return rooms.map((room) => {
+      const activity = this.activity.get(room.rid);
+      return {
+        rid: room.rid,
+        kind: room.kind,
+        created: activity?.created ?? '',
+        messages: activity?.messages ?? 0,
+        members: room.members.map((member) => ({ ...member, since: activity?.since.get(member.sid) ?? '' })),
+      };
+    });
+  }
+
   async health(): Promise<{ ready: true }> {
     return { ready: true };
   }
@@ -78,8 +103,10 @@ export class MemoryRegistry extends EventEmitter<RegistryEvents> implements Regi
     const room = this.rooms.get(rid);
     if (!room?.members.some((m) => m.sid === sid)) return { status: 'not-member' };
     const after: Room = { rid, kind: room.kind, members: room.members.filter((m) => m.sid !== sid) };
+    this.activity.get(rid)?.since.delete(sid);
     if (after.members.length === 0) {
       this.rooms.delete(rid);
+      this.activity.delete(rid);
       this.emit('room-deleted', { rid, kind: room.kind });
     } else {
       this.rooms.set(rid, after);

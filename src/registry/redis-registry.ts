@@ -10,8 +10,10 @@ import {
   type Registry,
   type RegistryEvents,
   type Room,
+  type RoomDetails,
   type RoomKind,
 } from './registry';
+import { now } from '../protocol/messages';
 
 /**
  * The registry shared by several processes through one Redis (standalone, not Redis Cluster).
@@ -23,7 +25,8 @@ import {
  *   node:<id>        set   sids of that process   what to clean when the process dies
  *   alive:<id>       string, expires              the process's heartbeat
  *   nodes            set   node ids               whose heartbeats to watch
- *   room:<rid>       hash  kind, seq, m:<sid> -> "<seq>\t<member json>"
+ *   room:<rid>       hash  kind, seq, m:<sid> -> "<seq>\t<since>\t<member json>"
+ *   meta:<rid>       hash  created, msgs         for the admin view
  *   of:<sid>         hash  rid -> kind            rooms of a connection
  *   rooms            set   rids                   for counts
  */
@@ -39,7 +42,7 @@ local function leave(prefix, rid, sid)
   redis.call('HDEL', prefix .. 'of:' .. sid, rid)
   local kind = redis.call('HGET', key, 'kind')
   if redis.call('HLEN', key) <= 2 then
-    redis.call('DEL', key)
+    redis.call('DEL', key, prefix .. 'meta:' .. rid)
     redis.call('SREM', prefix .. 'rooms', rid)
     return {kind, '1', {}, member}
   end
@@ -56,7 +59,7 @@ if redis.call('HLEN', prefix .. 'conns') >= tonumber(ARGV[4]) then return 0 end
 redis.call('HSET', prefix .. 'conns', ARGV[2], ARGV[3])
 redis.call('SADD', prefix .. 'node:' .. ARGV[3], ARGV[2])
 return 1`,
-  // ARGV: prefix, rid, kind, sid, member json, max members, max rooms of kind, node
+  // ARGV: prefix, rid, kind, sid, member json, max members, max rooms of kind, node, now
   jsongleJoin: `
 local prefix, rid, kind, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = prefix .. 'room:' .. rid
@@ -71,11 +74,16 @@ for _, k in ipairs(redis.call('HVALS', prefix .. 'of:' .. sid)) do
 end
 if same >= tonumber(ARGV[7]) then return {'too-many-rooms'} end
 local seq = redis.call('HINCRBY', key, 'seq', 1)
-redis.call('HSET', key, 'kind', kind, 'm:' .. sid, seq .. '\\t' .. ARGV[5])
+redis.call('HSET', key, 'kind', kind, 'm:' .. sid, seq .. '\\t' .. ARGV[9] .. '\\t' .. ARGV[5])
+if not current then redis.call('HSET', prefix .. 'meta:' .. rid, 'created', ARGV[9], 'msgs', 0) end
 redis.call('HSET', prefix .. 'of:' .. sid, rid, kind)
 redis.call('SADD', prefix .. 'rooms', rid)
 redis.call('SADD', prefix .. 'node:' .. ARGV[8], sid)
 return {'joined', current and '0' or '1', redis.call('HGETALL', key)}`,
+  // ARGV: prefix, rid. Only for a room that still exists: a late count must not recreate it.
+  jsongleCount: `
+if redis.call('EXISTS', ARGV[1] .. 'room:' .. ARGV[2]) == 1 then redis.call('HINCRBY', ARGV[1] .. 'meta:' .. ARGV[2], 'msgs', 1) end
+return 1`,
   // ARGV: prefix, rid, sid
   jsongleLeave: `${LEAVE_FUNCTION}
 local result = leave(ARGV[1], ARGV[2], ARGV[3])
@@ -98,19 +106,27 @@ return left`,
 type ScriptName = keyof typeof SCRIPTS;
 type ScriptResult = (string | number | ScriptResult)[];
 
-function parseMember(value: string): { seq: number; member: Member } {
-  const tab = value.indexOf('\t');
-  return { seq: Number(value.slice(0, tab)), member: JSON.parse(value.slice(tab + 1)) as Member };
+interface StoredMember {
+  seq: number;
+  since: string;
+  member: Member;
+}
+
+function parseMember(value: string): StoredMember {
+  const [seq = '0', since = '', json = '{}'] = value.split('\t', 3);
+  return { seq: Number(seq), since, member: JSON.parse(json) as Member };
 }
 
 /** Members from a room hash's HGETALL pairs, in the order they joined. */
-function membersOf(pairs: ScriptResult): Member[] {
-  const found: { seq: number; member: Member }[] = [];
+function storedMembers(pairs: ScriptResult): StoredMember[] {
+  const found: StoredMember[] = [];
   for (let i = 0; i + 1 < pairs.length; i += 2) {
     if (String(pairs[i]).startsWith('m:')) found.push(parseMember(String(pairs[i + 1])));
   }
-  return found.sort((a, b) => a.seq - b.seq).map(({ member }) => member);
+  return found.sort((a, b) => a.seq - b.seq);
 }
+
+const membersOf = (pairs: ScriptResult): Member[] => storedMembers(pairs).map(({ member }) => member);
 
 export interface RedisRegistryOptions {
   /** This process's id: its connections are cleaned by the others if it dies. */
@@ -182,6 +198,7 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
       limits.maxMembers,
       maxRooms,
       this.options.nodeId,
+      now(),
     );
     if (status === 'joined' || status === 'already-member') {
       const room: Room = { rid, kind, members: membersOf(pairs as ScriptResult) };
@@ -215,6 +232,32 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   async counts(): Promise<{ connections: number; rooms: number }> {
     const [connections, rooms] = await Promise.all([this.redis.hlen(`${this.prefix}conns`), this.redis.scard(`${this.prefix}rooms`)]);
     return { connections, rooms };
+  }
+
+  countRelay(rid: string): void {
+    this.run('jsongleCount', rid).catch(() => undefined);
+  }
+
+  async details(rid?: string): Promise<RoomDetails[]> {
+    const p = this.prefix;
+    const rids = rid === undefined ? await this.redis.smembers(`${p}rooms`) : [rid];
+    const pipeline = this.redis.pipeline();
+    for (const each of rids) pipeline.hgetall(`${p}room:${each}`).hgetall(`${p}meta:${each}`);
+    const replies = ((await pipeline.exec()) ?? []).map(([, value]) => value as Record<string, string>);
+    const rooms: RoomDetails[] = [];
+    rids.forEach((each, i) => {
+      const room = replies[2 * i] ?? {};
+      const meta = replies[2 * i + 1] ?? {};
+      if (!room.kind) return;
+      rooms.push({
+        rid: each,
+        kind: room.kind as RoomKind,
+        created: meta.created ?? '',
+        messages: Number(meta.msgs ?? 0),
+        members: storedMembers(Object.entries(room).flat()).map(({ member, since }) => ({ ...member, since })),
+      });
+    });
+    return rooms;
   }
 
   async health(): Promise<{ ready: true } | { ready: false; reason: string }> {

@@ -22,6 +22,16 @@ export interface JoinLimits {
   maxRoomsOfKind: number;
 }
 
+/** What the admin view shows of a room (issue #9): members with the time they joined, activity. */
+export interface RoomDetails {
+  rid: string;
+  kind: RoomKind;
+  created: string;
+  /** Messages relayed in the room since it was created. */
+  messages: number;
+  members: (Member & { since: string })[];
+}
+
 export type JoinOutcome =
   /** `room` is the room after the join; `created` when the joiner was its first member. */
   | { status: 'joined'; room: Room; created: boolean }
@@ -54,6 +64,10 @@ export interface Registry extends Pick<EventEmitter<RegistryEvents>, 'on' | 'off
   leave(rid: string, sid: string): Promise<LeaveOutcome>;
   room(rid: string): Promise<Room | undefined>;
   counts(): Promise<{ connections: number; rooms: number }>;
+  /** Counts a relayed message for the admin view; best effort, never awaited on the relay path. */
+  countRelay(rid: string): void;
+  /** Every room, or one, with its details (admin view; not for the hot path). */
+  details(rid?: string): Promise<RoomDetails[]>;
   /** Readiness: whether new sessions can be served now. */
   health(): Promise<{ ready: true } | { ready: false; reason: string }>;
   close(): Promise<void>;

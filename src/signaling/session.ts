@@ -6,6 +6,7 @@ import { ProtocolError } from '../protocol/errors';
 export class Session {
   /** Set by a successful session-hello (PROTOCOL.md §3); never changes after. */
   member: Member | undefined;
+  /** Set once the disconnect clean-up is queued: later messages are dropped. */
   closed = false;
   private queue: Promise<void> = Promise.resolve();
   private tokens: number;

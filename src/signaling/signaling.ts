@@ -90,10 +90,17 @@ export function attachSignaling(
       metrics.errorSent(code);
       send(sessionError(config.id, sessionId, code, details, mid));
     };
-    socket.on(OVERSIZED_EVENT as 'jsongle', (bytes) => {
-      refuse(413001, `Message too large: ${String(bytes)} bytes, the limit is ${config.maxMessageBytes}`);
-    });
-    socket.on('jsongle', (raw) => {
+    // onAny, not on('jsongle'): Socket.IO 4.8 defers named listeners by a tick and drops the
+    // event if the socket closed meanwhile (socket.io#5213), so a session-terminate sent right
+    // before a clean close would be lost. onAny listeners run before that deferral.
+    socket.onAny((event: string, raw: unknown) => {
+      // Too late: the clean-up is queued; handling this could put a closed connection in a room.
+      if (session.closed) return;
+      if (event === OVERSIZED_EVENT) {
+        refuse(413001, `Message too large: ${String(raw)} bytes, the limit is ${config.maxMessageBytes}`);
+        return;
+      }
+      if (event !== 'jsongle') return;
       if (!session.allowMessage()) {
         const mid = (raw as { id?: unknown } | null)?.id;
         refuse(
@@ -103,7 +110,7 @@ export function attachSignaling(
         );
         return;
       }
-      void session.enqueue(() => (session.closed ? Promise.resolve() : dispatch(session, raw)));
+      void session.enqueue(() => dispatch(session, raw));
     });
 
     const helloTimer = setTimeout(() => {
@@ -114,14 +121,18 @@ export function attachSignaling(
 
     socket.on('disconnect', (reason) => {
       clearTimeout(helloTimer);
-      session.closed = true;
       if (!probe) metrics.connectionClosed(openedAt);
       session.log.debug('disconnected', { reason });
-      // After the messages already queued, so that a join in flight cannot leave a ghost member.
-      const cleanup = session
-        .enqueue(async () => {
-          const rooms = await gate.release(socket);
-          if (session.member) for (const room of rooms) announceDeparture(context, room, session.member);
+      // Packets read together with the close reach onAny a tick after this event: the clean-up
+      // waits for them (setImmediate runs after those ticks), then is queued behind them, so that
+      // neither a last message nor a seat is lost, and a join in flight leaves no ghost member.
+      const cleanup = new Promise((resolve) => setImmediate(resolve))
+        .then(() => {
+          session.closed = true;
+          return session.enqueue(async () => {
+            const rooms = await gate.release(socket);
+            if (session.member) for (const room of rooms) announceDeparture(context, room, session.member);
+          });
         })
         .catch((error: unknown) => {
           session.log.error('clean-up after disconnect failed', { error: String(error) });

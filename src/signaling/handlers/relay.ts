@@ -64,6 +64,7 @@ export function relay({ config, registry, metrics, send }: Pick<HandlerContext, 
     };
     for (const recipient of recipients) send({ ...relayed, to: recipient.sid });
     metrics.relayedMessage(action);
+    registry.countRelay(rid);
 
     if (action === 'session-propose') {
       const { sid, initiator, responder } = message.jsongle;
