@@ -38,6 +38,8 @@ export interface Config {
   turnSecret: string;
   turnUris: string[];
   turnTtlSeconds: number;
+  /** How long a dropped connection's session is held for a resume (0: not held). */
+  reconnectGraceMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -165,6 +167,7 @@ export function loadConfig(env: Source = process.env, baseDir = process.cwd()): 
     turnSecret: get('turnSecret'),
     turnUris: turnUris('turnUris', get('turnUris'), get('turnSecret') !== ''),
     turnTtlSeconds: integer('turnTtlSeconds', get('turnTtlSeconds'), 60, 7 * 24 * 3600),
+    reconnectGraceMs: integer('reconnectGraceMs', get('reconnectGraceMs'), 0, 10 * 60 * 1000),
   };
   return Object.freeze(config);
 }

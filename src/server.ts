@@ -80,6 +80,12 @@ export async function createServer(config: Readonly<Config>, deps: { logging?: L
     logger,
     probeKey,
     about: { version: info.version, sn: config.id, info: info.description },
+    clustered: shared !== undefined,
+  });
+  // Socket.IO keeps each connection's first HTTP request, headers and all, for its whole life;
+  // nothing here reads it after the handshake, so it goes (several KB per connection).
+  io.engine.on('connection', (raw: { request: unknown }) => {
+    raw.request = null;
   });
 
   const port = (server: http.Server) => (server.address() as AddressInfo | null)?.port ?? 0;

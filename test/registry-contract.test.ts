@@ -176,6 +176,33 @@ describe.each(implementations)('$name', ({ create }) => {
     await expect(registry.details('d')).resolves.toMatchObject([{ messages: 0 }]);
   });
 
+  test('a session is held, buffered for, resumed by another connection, and expires only if still held', async () => {
+    const alice = member('alice');
+    await registry.openConnection(alice.sid, 10);
+    await registry.join('r', 'p2p', alice, P2P);
+    await registry.registerSession(alice.sid, 'token-a', alice, 'conn-1');
+    await expect(registry.findSession('token-a')).resolves.toEqual({ sid: alice.sid, member: alice, connection: 'conn-1', held: false });
+    await expect(registry.findSession('nope')).resolves.toBeUndefined();
+    const message = (id: string) => ({ id, from: 'r', to: alice.sid, jsongle: { action: 'session-text' } });
+
+    registry.bufferIfHeld(alice.sid, message('live'), 10); // not held: not kept
+    await expect(registry.detach(alice.sid, 'conn-1', 1000)).resolves.toBe('held');
+    for (const id of ['m1', 'm2', 'm3']) registry.bufferIfHeld(alice.sid, message(id), 2);
+    await expect(registry.resume(alice.sid, 'conn-2')).resolves.toEqual([message('m2'), message('m3')]);
+    // The first connection's grace ends, but the session is conn-2's now.
+    await expect(registry.expire(alice.sid, 'conn-1')).resolves.toBe(false);
+    await expect(registry.detach(alice.sid, 'conn-1', 1000)).resolves.toBe('taken-over');
+    await expect(registry.room('r')).resolves.toMatchObject({ members: [alice] });
+
+    await expect(registry.detach(alice.sid, 'conn-2', 1000)).resolves.toBe('held');
+    await expect(registry.expire(alice.sid, 'conn-2')).resolves.toBe(true);
+    await registry.closeConnection(alice.sid);
+    await expect(registry.findSession('token-a')).resolves.toBeUndefined();
+    await expect(registry.resume(alice.sid, 'conn-3')).resolves.toBeUndefined();
+    await expect(registry.detach(alice.sid, 'conn-2', 0)).resolves.toBe('gone');
+    await expect(registry.counts()).resolves.toEqual({ connections: 0, rooms: 0 });
+  });
+
   test('is ready', async () => {
     await expect(registry.health()).resolves.toEqual({ ready: true });
   });

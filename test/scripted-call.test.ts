@@ -126,7 +126,12 @@ describe('a scripted two-user call', () => {
         id: A_UUID,
         from: SERVER_ID,
         to: client.sid,
-        jsongle: { action: 'ack', status: 'success', transaction: A_UUID },
+        jsongle: {
+          action: 'ack',
+          status: 'success',
+          transaction: A_UUID,
+          description: { resume: expect.any(String) as unknown, reconnectGraceMs: 0 },
+        },
       });
     }
 

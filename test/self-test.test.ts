@@ -211,9 +211,8 @@ describeWithRedis('GET /tests when the shared state is down (PROTOCOL.md §8)', 
       status: 'failed',
       checks: [
         { name: 'connect', ok: true, durationMs: A_DURATION },
-        { name: 'session-hello', ok: true, durationMs: A_DURATION },
-        // The join reached the registry, which answered 503002 (shared state unreachable).
-        { name: 'session-join', ok: false, durationMs: A_DURATION, error: expect.stringContaining('503002') as unknown },
+        // The hello records the session in the registry, which answered 503002 (shared state unreachable).
+        { name: 'session-hello', ok: false, durationMs: A_DURATION, error: expect.stringContaining('503002') as unknown },
       ],
       durationMs: A_DURATION,
     });

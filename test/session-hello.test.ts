@@ -38,7 +38,10 @@ function expectServerEnvelope(message: Envelope, to: string): void {
 
 function expectAck(message: Envelope, to: string, status: 'success' | 'failed', transaction: unknown): void {
   expectServerEnvelope(message, to);
-  expect(message.jsongle).toEqual({ action: 'ack', status, transaction });
+  // A successful hello's ack carries the resume token for a reconnect (issue #9).
+  const description =
+    status === 'success' ? { description: { resume: expect.stringMatching(/^[\w-]{32}$/) as unknown, reconnectGraceMs: 0 } } : {};
+  expect(message.jsongle).toEqual({ action: 'ack', status, transaction, ...description });
 }
 
 function expectSessionError(message: Envelope, to: string, errorCode: number): void {

@@ -1,7 +1,19 @@
 import { EventEmitter } from 'node:events';
 import type { Member } from '../protocol/messages';
 import { now } from '../protocol/messages';
-import type { JoinLimits, JoinOutcome, LeaveOutcome, Registry, RegistryEvents, Room, RoomDetails, RoomKind } from './registry';
+import type { Envelope } from '../protocol/envelope';
+import type {
+  DetachOutcome,
+  JoinLimits,
+  JoinOutcome,
+  LeaveOutcome,
+  Registry,
+  RegistryEvents,
+  ResumableSession,
+  Room,
+  RoomDetails,
+  RoomKind,
+} from './registry';
 
 /**
  * The embedded registry, for one process. Rooms are copy-on-write: a join or a leave builds a new
@@ -13,6 +25,9 @@ export class MemoryRegistry extends EventEmitter<RegistryEvents> implements Regi
   private readonly connections = new Set<string>();
   /** Rooms of each connection, for disconnects and the per-connection MUC limit. */
   private readonly roomsOf = new Map<string, Set<string>>();
+  /** Sessions that may be resumed, by session id and by token; buffers of held ones. */
+  private readonly sessions = new Map<string, ResumableSession & { token: string; buffer: Envelope[] }>();
+  private readonly tokens = new Map<string, string>();
   /** What the admin view shows beyond the members, by room. */
   private readonly activity = new Map<string, { created: string; messages: number; since: Map<string, string> }>();
 
@@ -25,6 +40,9 @@ export class MemoryRegistry extends EventEmitter<RegistryEvents> implements Regi
 
   async closeConnection(sid: string): Promise<Room[]> {
     this.connections.delete(sid);
+    const session = this.sessions.get(sid);
+    if (session) this.tokens.delete(session.token);
+    this.sessions.delete(sid);
     const rids = this.roomsOf.get(sid);
     this.roomsOf.delete(sid);
     const left: Room[] = [];
@@ -70,6 +88,45 @@ export class MemoryRegistry extends EventEmitter<RegistryEvents> implements Regi
 
   async counts(): Promise<{ connections: number; rooms: number }> {
     return { connections: this.connections.size, rooms: this.rooms.size };
+  }
+
+  async registerSession(sid: string, token: string, member: Member, connection: string): Promise<void> {
+    this.sessions.set(sid, { sid, member, connection, held: false, token, buffer: [] });
+    this.tokens.set(token, sid);
+  }
+
+  async findSession(token: string): Promise<ResumableSession | undefined> {
+    const session = this.sessions.get(this.tokens.get(token) ?? '');
+    return session && { sid: session.sid, member: session.member, connection: session.connection, held: session.held };
+  }
+
+  async detach(sid: string, connection: string, graceMs: number): Promise<DetachOutcome> {
+    const session = this.sessions.get(sid);
+    if (session && session.connection !== connection) return 'taken-over';
+    if (!session || graceMs <= 0) return 'gone';
+    session.held = true;
+    return 'held';
+  }
+
+  async expire(sid: string, connection: string): Promise<boolean> {
+    const session = this.sessions.get(sid);
+    return session?.held === true && session.connection === connection;
+  }
+
+  async resume(sid: string, connection: string): Promise<Envelope[] | undefined> {
+    const session = this.sessions.get(sid);
+    if (!session) return undefined;
+    session.connection = connection;
+    session.held = false;
+    return session.buffer.splice(0);
+  }
+
+  bufferIfHeld(sid: string, envelope: Envelope, limit: number): void {
+    const session = this.sessions.get(sid);
+    if (!session?.held) return;
+    session.buffer.push(envelope);
+    // The oldest go first: what matters on return is the latest state of the call.
+    if (session.buffer.length > limit) session.buffer.shift();
   }
 
   countRelay(rid: string): void {

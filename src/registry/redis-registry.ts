@@ -10,9 +10,12 @@ import {
   type Registry,
   type RegistryEvents,
   type Room,
+  type DetachOutcome,
+  type ResumableSession,
   type RoomDetails,
   type RoomKind,
 } from './registry';
+import type { Envelope } from '../protocol/envelope';
 import { now } from '../protocol/messages';
 
 /**
@@ -27,6 +30,9 @@ import { now } from '../protocol/messages';
  *   nodes            set   node ids               whose heartbeats to watch
  *   room:<rid>       hash  kind, seq, m:<sid> -> "<seq>\t<since>\t<member json>"
  *   meta:<rid>       hash  created, msgs         for the admin view
+ *   sess:<sid>       hash  token, member, conn, held   a session that may be resumed
+ *   tok:<token>      string sid
+ *   buf:<sid>        list  envelopes for a held session
  *   of:<sid>         hash  rid -> kind            rooms of a connection
  *   rooms            set   rids                   for counts
  */
@@ -54,7 +60,14 @@ const SCRIPTS = {
   // ARGV: prefix, sid, node, limit
   jsongleOpen: `
 local prefix = ARGV[1]
-if redis.call('HEXISTS', prefix .. 'conns', ARGV[2]) == 1 then return 1 end
+local owner = redis.call('HGET', prefix .. 'conns', ARGV[2])
+if owner then
+  -- A resumed session, maybe on another process now: that process cleans it if it dies.
+  redis.call('SREM', prefix .. 'node:' .. owner, ARGV[2])
+  redis.call('HSET', prefix .. 'conns', ARGV[2], ARGV[3])
+  redis.call('SADD', prefix .. 'node:' .. ARGV[3], ARGV[2])
+  return 1
+end
 if redis.call('HLEN', prefix .. 'conns') >= tonumber(ARGV[4]) then return 0 end
 redis.call('HSET', prefix .. 'conns', ARGV[2], ARGV[3])
 redis.call('SADD', prefix .. 'node:' .. ARGV[3], ARGV[2])
@@ -98,9 +111,51 @@ for _, rid in ipairs(redis.call('HKEYS', prefix .. 'of:' .. sid)) do
   if result then table.insert(left, {rid, result[1], result[2], result[3], result[4]}) end
 end
 redis.call('DEL', prefix .. 'of:' .. sid)
+local token = redis.call('HGET', prefix .. 'sess:' .. sid, 'token')
+if token then redis.call('DEL', prefix .. 'tok:' .. token) end
+redis.call('DEL', prefix .. 'sess:' .. sid, prefix .. 'buf:' .. sid)
 redis.call('HDEL', prefix .. 'conns', sid)
 redis.call('SREM', prefix .. 'node:' .. ARGV[3], sid)
 return left`,
+  // ARGV: prefix, sid, token, member json, connection
+  jsongleRegister: `
+redis.call('HSET', ARGV[1] .. 'sess:' .. ARGV[2], 'token', ARGV[3], 'member', ARGV[4], 'conn', ARGV[5], 'held', '0')
+redis.call('SET', ARGV[1] .. 'tok:' .. ARGV[3], ARGV[2])
+return 1`,
+  // ARGV: prefix, token. Returns {sid, member, conn, held} or {}.
+  jsongleFind: `
+local sid = redis.call('GET', ARGV[1] .. 'tok:' .. ARGV[2])
+if not sid then return {} end
+local s = redis.call('HMGET', ARGV[1] .. 'sess:' .. sid, 'member', 'conn', 'held')
+if not s[1] then return {} end
+return {sid, s[1], s[2], s[3]}`,
+  // ARGV: prefix, sid, connection, grace ms
+  jsongleDetach: `
+local key = ARGV[1] .. 'sess:' .. ARGV[2]
+local conn = redis.call('HGET', key, 'conn')
+if conn and conn ~= ARGV[3] then return 'taken-over' end
+if not conn or tonumber(ARGV[4]) <= 0 then return 'gone' end
+redis.call('HSET', key, 'held', '1')
+return 'held'`,
+  // ARGV: prefix, sid, connection
+  jsongleExpire: `
+local s = redis.call('HMGET', ARGV[1] .. 'sess:' .. ARGV[2], 'conn', 'held')
+if s[1] == ARGV[3] and s[2] == '1' then return 1 end
+return 0`,
+  // ARGV: prefix, sid, connection. Returns the buffered envelopes, oldest first.
+  jsongleResume: `
+local key = ARGV[1] .. 'sess:' .. ARGV[2]
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 'conn', ARGV[3], 'held', '0')
+local buffered = redis.call('LRANGE', ARGV[1] .. 'buf:' .. ARGV[2], 0, -1)
+redis.call('DEL', ARGV[1] .. 'buf:' .. ARGV[2])
+return buffered`,
+  // ARGV: prefix, sid, envelope json, limit
+  jsongleBuffer: `
+if redis.call('HGET', ARGV[1] .. 'sess:' .. ARGV[2], 'held') ~= '1' then return 0 end
+redis.call('RPUSH', ARGV[1] .. 'buf:' .. ARGV[2], ARGV[3])
+redis.call('LTRIM', ARGV[1] .. 'buf:' .. ARGV[2], -tonumber(ARGV[4]), -1)
+return 1`,
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -232,6 +287,34 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   async counts(): Promise<{ connections: number; rooms: number }> {
     const [connections, rooms] = await Promise.all([this.redis.hlen(`${this.prefix}conns`), this.redis.scard(`${this.prefix}rooms`)]);
     return { connections, rooms };
+  }
+
+  async registerSession(sid: string, token: string, member: Member, connection: string): Promise<void> {
+    await this.run('jsongleRegister', sid, token, JSON.stringify(member), connection);
+  }
+
+  async findSession(token: string): Promise<ResumableSession | undefined> {
+    const [sid, member, connection, held] = (await this.run('jsongleFind', token)) as string[];
+    if (sid === undefined || member === undefined || connection === undefined) return undefined;
+    return { sid, member: JSON.parse(member) as Member, connection, held: held === '1' };
+  }
+
+  async detach(sid: string, connection: string, graceMs: number): Promise<DetachOutcome> {
+    return String(await this.run('jsongleDetach', sid, connection, graceMs)) as DetachOutcome;
+  }
+
+  async expire(sid: string, connection: string): Promise<boolean> {
+    return Number(await this.run('jsongleExpire', sid, connection)) === 1;
+  }
+
+  async resume(sid: string, connection: string): Promise<Envelope[] | undefined> {
+    const buffered = (await this.run('jsongleResume', sid, connection)) as string[] | number;
+    if (typeof buffered === 'number') return undefined;
+    return buffered.map((json) => JSON.parse(json) as Envelope);
+  }
+
+  bufferIfHeld(sid: string, envelope: Envelope, limit: number): void {
+    this.run('jsongleBuffer', sid, JSON.stringify(envelope), limit).catch(() => undefined);
   }
 
   countRelay(rid: string): void {

@@ -84,7 +84,10 @@ export function selfTestRouter(deps: {
           jsongle: { action: 'iq-result', query: 'session-hello', transaction, description: { uid: 'self-test' } },
         });
         const answer = await inbox.next((m) => m.jsongle.action === 'ack' && m.jsongle.transaction === transaction, 'session-hello ack');
-        if (answer.jsongle.status !== 'success') throw new Error('session-hello was refused');
+        if (answer.jsongle.status !== 'success') {
+          const error = await inbox.next((m) => m.jsongle.action === 'session-error', 'session-error');
+          throw new Error(`session-hello was refused: ${JSON.stringify(error.jsongle.description)}`);
+        }
       });
       const rid = `${roomPrefix}${randomUUID()}`;
       await step('session-join', () => request('session-join', rid));

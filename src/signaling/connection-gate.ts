@@ -4,17 +4,14 @@ import type { Config } from '../config';
 import type { Logger } from '../observability/logger';
 import type { Metrics } from '../observability/metrics';
 import { ERROR_CODES, type ErrorCode } from '../protocol/errors';
-import type { Registry, Room } from '../registry/registry';
+import type { Registry } from '../registry/registry';
 import { sameSecret } from '../secret';
 import type { SignalingSocket } from './types';
 
 export interface ConnectionGate {
   middleware(socket: SignalingSocket, next: (error?: ExtendedError) => void): void;
-  /**
-   * Gives back what an accepted connection held: its seat, its address's count and its rooms.
-   * Returns those rooms as they are after it left.
-   */
-  release(socket: SignalingSocket): Promise<Room[]>;
+  /** Gives back the connection's count for its address (its seat is the registry's to free). */
+  forget(socket: SignalingSocket): void;
 }
 
 function refusal(message: string, code: ErrorCode): ExtendedError {
@@ -66,32 +63,42 @@ export function connectionGate(deps: {
       if (count >= config.maxConnectionsPerAddress) return refuse(socket, next, 'too-many-connections', 429002);
       perAddress.set(address, count + 1);
 
-      registry.openConnection(sessionId, config.maxConcurrentUsers).then(
-        (accepted) => {
-          if (!accepted) {
+      // A resume token names the session to take back (issue #9); an unknown one starts afresh.
+      const resume = typeof auth.resume === 'string' && auth.resume.length <= 64 ? auth.resume : '';
+      (resume === '' ? Promise.resolve(undefined) : registry.findSession(resume))
+        .then((found) => {
+          if (found) {
+            socket.data.sessionId = found.sid;
+            socket.data.resuming = { token: resume, member: found.member, previousConnection: found.connection, held: found.held };
+          }
+          // A resumed session is counted already: openConnection accepts it whatever the count.
+          return registry.openConnection(socket.data.sessionId, config.maxConcurrentUsers);
+        })
+        .then(
+          (accepted) => {
+            if (!accepted) {
+              forget(address);
+              return refuse(socket, next, 'server-full', 503001);
+            }
+            // Socket.IO drops, without a disconnect event, a socket whose transport closed while
+            // the middleware ran: give its seat back now or it would be held for ever.
+            if (socket.conn.readyState !== 'open') {
+              forget(address);
+              if (!socket.data.resuming) void registry.closeConnection(socket.data.sessionId).catch(() => undefined);
+              return next(refusal('closed', 500001));
+            }
+            next();
+          },
+          (error: unknown) => {
             forget(address);
-            return refuse(socket, next, 'server-full', 503001);
-          }
-          // Socket.IO drops, without a disconnect event, a socket whose transport closed while
-          // the middleware ran: give its seat back now or it would be held for ever.
-          if (socket.conn.readyState !== 'open') {
-            void this.release(socket);
-            return next(refusal('closed', 500001));
-          }
-          next();
-        },
-        (error: unknown) => {
-          forget(address);
-          log.error('registry unreachable while accepting a connection', { error: String(error) });
-          next(refusal('registry-unavailable', 503002));
-        },
-      );
+            log.error('registry unreachable while accepting a connection', { error: String(error) });
+            next(refusal('registry-unavailable', 503002));
+          },
+        );
     },
 
-    release(socket) {
-      const { probe, address, sessionId } = socket.data;
-      if (!probe) forget(address);
-      return registry.closeConnection(sessionId);
+    forget(socket) {
+      if (!socket.data.probe) forget(socket.data.address);
     },
   };
 }

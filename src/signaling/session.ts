@@ -14,6 +14,8 @@ export class Session {
 
   constructor(
     readonly sid: string,
+    /** The Socket.IO socket id of this connection: a resumed session keeps `sid`, not this. */
+    readonly connection: string,
     /** The transaction of the server's session-hello, which the client's answer must repeat. */
     readonly helloTransaction: string,
     readonly log: Logger,

@@ -8,7 +8,8 @@ import { connectionGate } from './connection-gate';
 import { createDispatcher } from './dispatcher';
 import { announceDeparture } from './handlers/session-leave';
 import { Session } from './session';
-import type { HandlerContext, SignalingServer, SignalingSocket } from './types';
+import type { Envelope } from '../protocol/envelope';
+import type { HandlerContext, SignalingServer, SignalingSocket, SocketData } from './types';
 
 export interface Signaling {
   /** Tells every connection of this process that the server is going away (before it closes them). */
@@ -19,6 +20,10 @@ export interface Signaling {
 
 /** The marker a too-large packet is replaced with, so that it is never parsed (see countBytes). */
 const OVERSIZED_EVENT = 'jsongle-oversized';
+/** Disconnect reasons of a connection that dropped rather than closed: its session is held. */
+const HOLDABLE_REASONS: ReadonlySet<string> = new Set(['transport close', 'transport error', 'ping timeout']);
+/** Messages kept for a held session: the newest, should it be away long. */
+const RESUME_BUFFER_LIMIT = 256;
 /** How a `jsongle` event of the default namespace starts on the wire (a Socket.IO EVENT packet). */
 const JSONGLE_FRAME = '2["jsongle",';
 
@@ -28,13 +33,31 @@ const JSONGLE_FRAME = '2["jsongle",';
  */
 export function attachSignaling(
   io: SignalingServer,
-  deps: { config: Readonly<Config>; registry: Registry; metrics: Metrics; logger: Logger; probeKey: string; about: Record<string, string> },
+  deps: {
+    config: Readonly<Config>;
+    registry: Registry;
+    metrics: Metrics;
+    logger: Logger;
+    probeKey: string;
+    about: Record<string, string>;
+    /** Several processes share the registry (Redis): sessions elsewhere are reached through the adapter. */
+    clustered: boolean;
+  },
 ): Signaling {
-  const { config, registry, metrics, logger } = deps;
-  // A recipient on this process is reached without the adapter: with Redis, nothing is published
-  // for it, and delivery within one process goes on through a Redis outage.
-  const send = (envelope: Parameters<HandlerContext['send']>[0]) => {
-    (io.sockets.adapter.rooms.has(envelope.to) ? io.local : io).to(envelope.to).emit('jsongle', envelope);
+  const { config, registry, metrics, logger, clustered } = deps;
+  /** This process's connections by session identity: the one look-up a delivery makes here. */
+  const local = new Map<string, SignalingSocket>();
+  // A recipient on this process is written to directly: no adapter, nothing published (and with
+  // Redis, delivery within one process goes on through an outage). One elsewhere may be another
+  // process's (through the adapter), or a held session's, whose messages are kept for its return.
+  const send = (message: Envelope) => {
+    const socket = local.get(message.to);
+    if (socket) {
+      socket.emit('jsongle', message);
+      return;
+    }
+    if (clustered) io.to(message.to).emit('jsongle', message);
+    registry.bufferIfHeld(message.to, message, RESUME_BUFFER_LIMIT);
   };
   const context: HandlerContext = { config, registry, metrics, send };
   const dispatch = createDispatcher(context);
@@ -70,16 +93,84 @@ export function attachSignaling(
     });
   }
 
+  /** Takes a session out of every room for good and tells the members that remain. */
+  const closeSession = async (session: Session) => {
+    const rooms = await registry.closeConnection(session.sid);
+    if (session.member) for (const room of rooms) announceDeparture(context, room, session.member);
+  };
+
+  /** Held sessions (issue #9), by connection: their grace timers, ended early by a shutdown. */
+  const held = new Map<string, { timer: NodeJS.Timeout; expire: () => Promise<void> }>();
+
+  /**
+   * The connection ended: a dropped one keeps its session for reconnectGraceMs, a closed one
+   * (or one another connection took over) does not.
+   */
+  const detach = async (socket: SignalingSocket, session: Session, reason: string) => {
+    gate.forget(socket);
+    const graceMs = HOLDABLE_REASONS.has(reason) ? config.reconnectGraceMs : 0;
+    const outcome = session.member ? await registry.detach(session.sid, session.connection, graceMs) : 'gone';
+    if (outcome === 'gone') return closeSession(session);
+    if (outcome === 'taken-over') return;
+    session.log.debug('session held for a resume', { graceMs });
+    const expire = async () => {
+      held.delete(session.connection);
+      if (await registry.expire(session.sid, session.connection)) await closeSession(session);
+    };
+    const timer = setTimeout(() => {
+      const cleanup = expire()
+        .catch((error: unknown) => {
+          session.log.error('clean-up after the reconnect grace failed', { error: String(error) });
+        })
+        .finally(() => cleanups.delete(cleanup));
+      cleanups.add(cleanup);
+    }, graceMs);
+    held.set(session.connection, { timer, expire });
+  };
+
+  /** A connection presented a session's resume token: it takes the session, its seats and its buffer. */
+  const resume = async (socket: SignalingSocket, session: Session, resuming: NonNullable<SocketData['resuming']>) => {
+    const buffered = await registry.resume(session.sid, session.connection);
+    if (!buffered) {
+      // The grace ran out between the token check and now: start afresh.
+      session.member = undefined;
+      send(helloRequest(config.id, session.sid, session.helloTransaction, { ...deps.about, connected: new Date().toJSON() }));
+      return;
+    }
+    session.member = resuming.member;
+    session.log.debug('session resumed', { buffered: buffered.length, takeover: !resuming.held });
+    socket.emit(
+      'jsongle',
+      envelope(config.id, session.sid, {
+        action: 'session-event',
+        event: 'resumed',
+        description: { resume: resuming.token, member: resuming.member, buffered: buffered.length, resumed: new Date().toJSON() },
+      }),
+    );
+    for (const message of buffered) socket.emit('jsongle', message);
+    if (!resuming.held && resuming.previousConnection !== session.connection) {
+      // A second connection with the token takes the seat over: the first is told, then closed
+      // without an automatic reconnect (an 'io server disconnect'), wherever it is connected.
+      io.to(resuming.previousConnection).emit(
+        'jsongle',
+        envelope(config.id, session.sid, { action: 'session-event', event: 'replaced', description: { replaced: new Date().toJSON() } }),
+      );
+      io.in(resuming.previousConnection).disconnectSockets(true);
+    }
+  };
+
   io.on('connection', (socket) => {
-    const { sessionId, probe, openedAt } = socket.data;
+    const { sessionId, probe, openedAt, resuming } = socket.data;
     const session = new Session(
       sessionId,
+      socket.id,
       randomUUID(),
       logger.child({ module: 'signaling', session: sessionId }),
       config.maxMessagesPerSecond,
     );
-    // The session identity is a Socket.IO room of one: messages to it reach this socket from any process.
-    void socket.join(sessionId);
+    local.set(sessionId, socket);
+    // With Redis, the session identity is also a Socket.IO room of one, which other processes emit to.
+    if (clustered) void socket.join(sessionId);
     if (!probe) {
       metrics.connectionOpened();
       countBytes(socket, session);
@@ -121,18 +212,17 @@ export function attachSignaling(
 
     socket.on('disconnect', (reason) => {
       clearTimeout(helloTimer);
+      // A connection that took this session over is the session's socket now.
+      if (local.get(sessionId) === socket) local.delete(sessionId);
       if (!probe) metrics.connectionClosed(openedAt);
-      session.log.debug('disconnected', { reason });
+      session.log.debug('disconnected', { reason, uid: session.member?.uid });
       // Packets read together with the close reach onAny a tick after this event: the clean-up
       // waits for them (setImmediate runs after those ticks), then is queued behind them, so that
       // neither a last message nor a seat is lost, and a join in flight leaves no ghost member.
       const cleanup = new Promise((resolve) => setImmediate(resolve))
         .then(() => {
           session.closed = true;
-          return session.enqueue(async () => {
-            const rooms = await gate.release(socket);
-            if (session.member) for (const room of rooms) announceDeparture(context, room, session.member);
-          });
+          return session.enqueue(() => detach(socket, session, reason));
         })
         .catch((error: unknown) => {
           session.log.error('clean-up after disconnect failed', { error: String(error) });
@@ -141,7 +231,17 @@ export function attachSignaling(
       cleanups.add(cleanup);
     });
 
-    send(helloRequest(config.id, sessionId, session.helloTransaction, { ...deps.about, connected: new Date(openedAt).toJSON() }));
+    if (resuming) {
+      // Queued first: the client's own messages are handled once it has its session back.
+      session
+        .enqueue(() => resume(socket, session, resuming))
+        .catch((error: unknown) => {
+          session.log.error('resume failed', { error: String(error) });
+          socket.disconnect(true);
+        });
+    } else {
+      send(helloRequest(config.id, sessionId, session.helloTransaction, { ...deps.about, connected: new Date(openedAt).toJSON() }));
+    }
   });
 
   return {
@@ -155,6 +255,14 @@ export function attachSignaling(
       }
     },
     async drain() {
+      // Shutting down: held sessions will not be resumed here, so their rooms are told now.
+      for (const { timer, expire } of held.values()) {
+        clearTimeout(timer);
+        const cleanup: Promise<void> = expire()
+          .catch(() => undefined)
+          .finally(() => cleanups.delete(cleanup));
+        cleanups.add(cleanup);
+      }
       while (cleanups.size > 0) await Promise.all([...cleanups]);
     },
   };

@@ -3,6 +3,7 @@ import type { Config } from '../config';
 import type { ClientEnvelope, Envelope } from '../protocol/envelope';
 import type { Metrics } from '../observability/metrics';
 import type { Registry } from '../registry/registry';
+import type { Member } from '../protocol/messages';
 import type { Session } from './session';
 
 export interface ClientToServerEvents {
@@ -20,6 +21,8 @@ export interface SocketData {
   probe: boolean;
   address: string;
   openedAt: number;
+  /** Set when the connection presented the resume token of an existing session (issue #9). */
+  resuming?: { token: string; member: Member; previousConnection: string; held: boolean };
 }
 
 export type SignalingServer = Server<ClientToServerEvents, ServerToClientEvents, Record<string, never>, SocketData>;

@@ -125,13 +125,16 @@ export class TestClient {
 export interface ConnectOptions {
   appToken?: string;
   transports?: string[];
+  /** A session's resume token, from its hello ack (reconnect grace, issue #9). */
+  resume?: string;
 }
 
 /** Opens a connection; resolves once Socket.IO has connected (the hello is not answered yet). */
 export function connect(url: string, options: ConnectOptions = {}): Promise<TestClient> {
   const socket = io(url, {
     transports: options.transports ?? ['websocket'],
-    auth: { appToken: options.appToken ?? '' },
+    auth:
+      options.resume === undefined ? { appToken: options.appToken ?? '' } : { appToken: options.appToken ?? '', resume: options.resume },
     rejectUnauthorized: false,
     reconnection: false,
     forceNew: true,

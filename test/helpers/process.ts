@@ -33,6 +33,7 @@ export async function spawnServer(settings: Record<string, string> = {}): Promis
       logDefaultLevel: 'info',
       logPath: path.join(logDir, 'jsongle-server.log'),
       maxConcurrentUsers: '1000',
+      reconnectGraceMs: '0',
       ...settings,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

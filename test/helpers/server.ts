@@ -31,6 +31,8 @@ export async function startServer(settings: Record<string, string> = {}): Promis
       logDefaultLevel: 'error',
       logPath: path.join(logDir, 'jsongle-server.log'),
       maxConcurrentUsers: '1000',
+      // PROTOCOL.md's 'left' at once on a dropped connection; test/reconnect-grace.test.ts sets its own.
+      reconnectGraceMs: '0',
       ...settings,
     },
     PROJECT_ROOT,

@@ -76,7 +76,7 @@ export function relay({ config, registry, metrics, send }: Pick<HandlerContext, 
           initiator,
           responder,
           reason: 'trying',
-          description: { tried: now() },
+          description: { tried: time },
         }),
       );
     } else if (action === 'session-text' || action === 'session-custom') {
@@ -85,7 +85,7 @@ export function relay({ config, registry, metrics, send }: Pick<HandlerContext, 
           action: 'session-event',
           namespace,
           event: 'ack',
-          description: { mid: message.id, type: 'server-received', acknowledged: now() },
+          description: { mid: message.id, type: 'server-received', acknowledged: time },
         }),
       );
     }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { descriptionParser, HelloResultSchema } from '../../protocol/envelope';
 import { ProtocolError } from '../../protocol/errors';
 import { ack } from '../../protocol/messages';
@@ -7,10 +8,10 @@ import { iceServersFor } from './turn-credentials';
 const parseHello = descriptionParser(HelloResultSchema);
 
 /** The client's `iq-result` to the server's session-hello (PROTOCOL.md §3). */
-export function sessionHello({ config, send }: Pick<HandlerContext, 'config' | 'send'>): Handler {
+export function sessionHello({ config, registry, send }: Pick<HandlerContext, 'config' | 'registry' | 'send'>): Handler {
   return async (session, message) => {
     const { transaction, description } = message.jsongle;
-    const refuse = (error: ProtocolError): never => {
+    const refuse = (error: Error): never => {
       send(ack(config.id, session.sid, transaction, false));
       throw error;
     };
@@ -31,9 +32,22 @@ export function sessionHello({ config, send }: Pick<HandlerContext, 'config' | '
     } catch (error) {
       return refuse(error as ProtocolError);
     }
-    session.member = hello.dn === undefined ? { sid: session.sid, uid: hello.uid } : { sid: session.sid, uid: hello.uid, dn: hello.dn };
-    session.log.debug('session-hello completed', { uid: hello.uid });
-    // With TURN configured, the ack carries the first credentials (see turn-credentials.ts).
-    send(ack(config.id, session.sid, transaction, true, iceServersFor(config, hello.uid)));
+    const member = hello.dn === undefined ? { sid: session.sid, uid: hello.uid } : { sid: session.sid, uid: hello.uid, dn: hello.dn };
+    // The token that lets a new connection take this session back after a drop (issue #9).
+    const resume = randomBytes(24).toString('base64url');
+    try {
+      await registry.registerSession(session.sid, resume, member, session.connection);
+    } catch (error) {
+      return refuse(error as Error);
+    }
+    session.member = member;
+    // With TURN configured, the ack carries the first credentials too (see turn-credentials.ts).
+    send(
+      ack(config.id, session.sid, transaction, true, {
+        resume,
+        reconnectGraceMs: config.reconnectGraceMs,
+        ...iceServersFor(config, hello.uid),
+      }),
+    );
   };
 }
