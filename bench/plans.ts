@@ -1,0 +1,93 @@
+import type { ServerKind } from './server-child';
+
+/** How big each scenario is in each mode; every load is bounded in count and in time. */
+export interface Plan {
+  mode: 'smoke' | 'quick' | 'full';
+  /** Interleaved so that a drift of the machine hits both servers alike (issue #8: ABBA). */
+  order: ServerKind[];
+  capacity: { steps: number[]; concurrency: number; holdMs: number };
+  handshakes: { count: number; concurrency: number; rate: number; rateCount: number };
+  relay: { rooms: number; warmupMs: number; fixedRate: number; fixedMs: number; rampRates: number[]; stepMs: number; drainMs: number };
+  muc: { sizes: number[]; connections: number; warmupMs: number; rampDeliveries: number[]; stepMs: number; drainMs: number };
+}
+
+const ABBA: ServerKind[] = ['ours', 'baseline', 'baseline', 'ours'];
+
+export const PLANS: Record<Plan['mode'], Plan> = {
+  full: {
+    mode: 'full',
+    order: ABBA,
+    capacity: { steps: [1000, 2000, 5000, 10000, 15000], concurrency: 100, holdMs: 1500 },
+    handshakes: { count: 3000, concurrency: 50, rate: 100, rateCount: 500 },
+    relay: {
+      rooms: 500,
+      warmupMs: 2000,
+      fixedRate: 2000,
+      fixedMs: 8000,
+      rampRates: [2000, 4000, 6000, 8000, 10000, 12000, 15000, 18000, 22000, 26000],
+      stepMs: 4000,
+      drainMs: 3000,
+    },
+    muc: {
+      sizes: [10, 50],
+      connections: 500,
+      warmupMs: 1500,
+      rampDeliveries: [5000, 10000, 20000, 30000, 40000, 60000, 80000],
+      stepMs: 3000,
+      drainMs: 3000,
+    },
+  },
+  quick: {
+    mode: 'quick',
+    order: ABBA,
+    capacity: { steps: [500, 1000, 2000], concurrency: 100, holdMs: 300 },
+    handshakes: { count: 400, concurrency: 50, rate: 100, rateCount: 100 },
+    relay: { rooms: 100, warmupMs: 500, fixedRate: 1000, fixedMs: 1500, rampRates: [2000, 5000, 10000], stepMs: 1200, drainMs: 1500 },
+    muc: { sizes: [10, 50], connections: 100, warmupMs: 300, rampDeliveries: [5000, 20000], stepMs: 1200, drainMs: 1500 },
+  },
+  smoke: {
+    mode: 'smoke',
+    order: ['ours', 'baseline'],
+    capacity: { steps: [50, 100], concurrency: 25, holdMs: 100 },
+    handshakes: { count: 40, concurrency: 10, rate: 50, rateCount: 20 },
+    relay: { rooms: 10, warmupMs: 200, fixedRate: 200, fixedMs: 500, rampRates: [500], stepMs: 500, drainMs: 1000 },
+    muc: { sizes: [10], connections: 20, warmupMs: 200, rampDeliveries: [1000], stepMs: 500, drainMs: 1000 },
+  },
+};
+
+export const SCENARIOS = ['capacity', 'handshakes', 'relay', 'muc'] as const;
+export type ScenarioName = (typeof SCENARIOS)[number];
+
+export interface Options {
+  plan: Plan;
+  only: ScenarioName[];
+  /** Where RESULTS.md, the chart and results.json go. */
+  outDir: string;
+  generators: number;
+  /** Profiles both servers (one process per scenario) instead of comparing. */
+  profile: boolean;
+  /** Writes the report again from the last results.json, measuring nothing. */
+  reportOnly: boolean;
+}
+
+export function parseArgs(argv: string[], benchDir: string): Options {
+  const value = (name: string) => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const mode = argv.includes('--smoke') ? 'smoke' : argv.includes('--quick') ? 'quick' : 'full';
+  const only = (value('--only')?.split(',') ?? [...SCENARIOS]).filter((s): s is ScenarioName =>
+    (SCENARIOS as readonly string[]).includes(s),
+  );
+  if (only.length === 0) throw new Error(`--only takes a comma-separated list of ${SCENARIOS.join(', ')}`);
+  const generators = Number(value('--generators') ?? 2);
+  if (!Number.isInteger(generators) || generators < 1 || generators > 8) throw new Error('--generators takes 1 to 8');
+  return {
+    plan: PLANS[mode],
+    only,
+    outDir: value('--out') ?? benchDir,
+    generators,
+    profile: argv.includes('--profile'),
+    reportOnly: argv.includes('--report'),
+  };
+}

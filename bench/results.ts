@@ -1,0 +1,180 @@
+import type { ServerKind } from './server-child';
+
+/** What a bench run measures, and how runs of both servers are folded into medians and ratios. */
+
+export interface Target {
+  /** ours / baseline must be `op` this ratio (issue #8's targets). */
+  op: '>=' | '<=';
+  ratio: number;
+}
+
+export interface Metric {
+  scenario: string;
+  metric: string;
+  value: number;
+  /** Taken while a generator was above 0.8 utilisation: shown, but not as a ratio. */
+  generatorSaturated: boolean;
+  target?: Target;
+  /** A lower bound only: the ramp ended before the server failed. */
+  atLeast?: boolean;
+  /** Cores other processes of the machine used while it was measured. */
+  otherCores?: number;
+}
+
+export interface Step {
+  scenario: string;
+  /** x of the step: offered messages (or deliveries) per second, or connections held. */
+  x: number;
+  xLabel: string;
+  p50Ms?: number;
+  p99Ms?: number;
+  p999Ms?: number;
+  delivered?: number;
+  passed?: boolean;
+  serverCpuMsPer1000?: number;
+  serverEldP99Ms: number;
+  serverRssMb: number;
+  serverHeapMb: number;
+  generatorUtil: number;
+  /** Cores other processes of the machine used during the step. */
+  otherCores?: number;
+  /** The step failed once and was run again (a shared machine has bursts of load). */
+  retried?: boolean;
+}
+
+export interface RunResult {
+  kind: ServerKind;
+  index: number;
+  metrics: Metric[];
+  steps: Step[];
+}
+
+export interface Row {
+  scenario: string;
+  metric: string;
+  ours?: number;
+  baseline?: number;
+  ratio?: number;
+  target?: Target;
+  /** met, missed, or why there is no verdict. */
+  verdict: string;
+  flags: string[];
+}
+
+export interface Machine {
+  cpus: number;
+  cpuModel: string;
+  memoryGb: number;
+  node: string;
+  os: string;
+  loadStart: number[];
+  loadEnd: number[];
+}
+
+export interface Report {
+  mode: string;
+  date: string;
+  command: string;
+  durationS: number;
+  machine: Machine;
+  generators: number;
+  rows: Row[];
+  runs: RunResult[];
+  profileNote?: string;
+}
+
+/** Above this much CPU used by other processes during a measure, its row says so. */
+export const NOISY_CORES = 0.3;
+
+export function median(values: number[]): number {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/**
+ * The server's own CPU time per message does not depend on how busy the rest of the machine is,
+ * unlike latency: at the highest step of a ramp that every run reached, it gives a noise-robust
+ * estimate of the throughput each server could sustain on one core (1 / CPU time per message).
+ */
+function cpuBoundMetrics(run: RunResult, runs: RunResult[]): Metric[] {
+  const scenarios = [...new Set(runs.flatMap((r) => r.steps.map((s) => s.scenario)))].filter(
+    (s) => s === 'P2P relay' || s.startsWith('MUC fan-out'),
+  );
+  const handshake = run.steps.find((s) => s.scenario === 'handshakes')?.serverCpuMsPer1000;
+  const handshakes: Metric[] = handshake
+    ? [
+        {
+          scenario: 'handshakes',
+          metric: 'CPU-bound ceiling, handshakes/s on one core (from CPU time at saturation)',
+          value: 1e6 / handshake,
+          generatorSaturated: false,
+          target: { op: '>=', ratio: 0.8 },
+        },
+      ]
+    : [];
+  return handshakes.concat(
+    scenarios.flatMap((scenario) => {
+      const reached = runs.map((r) => new Set(r.steps.filter((s) => s.scenario === scenario).map((s) => s.x)));
+      const common = [...(reached[0] ?? [])].filter((x) => reached.every((set) => set.has(x)));
+      const x = Math.max(...common);
+      const step = run.steps.find((s) => s.scenario === scenario && s.x === x);
+      if (!step?.serverCpuMsPer1000) return [];
+      const unit = scenario === 'P2P relay' ? 'messages' : 'deliveries';
+      return [
+        { scenario, metric: `server CPU per 1,000 ${unit} at ${x}/s (ms)`, value: step.serverCpuMsPer1000, generatorSaturated: false },
+        {
+          scenario,
+          metric: `CPU-bound ceiling, ${unit}/s on one core (from CPU time at ${x}/s)`,
+          value: 1e6 / step.serverCpuMsPer1000,
+          generatorSaturated: false,
+          target: { op: '>=', ratio: 0.9 },
+        },
+      ];
+    }),
+  );
+}
+
+/** One row per (scenario, metric): the median of each server's runs and their ratio. */
+export function summarize(measured: RunResult[]): Row[] {
+  const runs = measured.map((run) => ({ ...run, metrics: [...run.metrics, ...cpuBoundMetrics(run, measured)] }));
+  const keys: { scenario: string; metric: string }[] = [];
+  const seen = new Set<string>();
+  for (const run of runs) {
+    for (const m of run.metrics) {
+      const key = `${m.scenario}\u0000${m.metric}`;
+      if (!seen.has(key)) keys.push({ scenario: m.scenario, metric: m.metric });
+      seen.add(key);
+    }
+  }
+  // Derived rows come last in each run: keep every scenario's rows together, in order of appearance.
+  const order = [...new Set(keys.map((k) => k.scenario))];
+  keys.sort((a, b) => order.indexOf(a.scenario) - order.indexOf(b.scenario));
+  return keys.map(({ scenario, metric }) => {
+    const of = (kind: ServerKind) =>
+      runs.flatMap((r) => (r.kind === kind ? r.metrics.filter((m) => m.scenario === scenario && m.metric === metric) : []));
+    const mine = of('ours');
+    const theirs = of('baseline');
+    const ours = mine.length > 0 ? median(mine.map((m) => m.value)) : undefined;
+    const baseline = theirs.length > 0 ? median(theirs.map((m) => m.value)) : undefined;
+    const target = [...mine, ...theirs].find((m) => m.target)?.target;
+    const flags: string[] = [];
+    const saturated = [...mine, ...theirs].some((m) => m.generatorSaturated);
+    if (saturated) flags.push('generator > 0.8');
+    const other = Math.max(0, ...[...mine, ...theirs].map((m) => m.otherCores ?? 0));
+    if (other >= NOISY_CORES) flags.push(`other processes busy: up to ${other.toFixed(1)} cores`);
+    if (mine.some((m) => m.atLeast)) flags.push('ours: ≥ (ramp top reached)');
+    if (theirs.some((m) => m.atLeast)) flags.push('baseline: ≥ (ramp top reached)');
+    const ratio = ours !== undefined && baseline !== undefined && baseline !== 0 && !saturated ? ours / baseline : undefined;
+    let verdict = '';
+    if (target) {
+      if (saturated) verdict = 'no verdict (generator saturated)';
+      // A latency or a rate taken while other processes held the cores says more about them than about us.
+      else if (other >= NOISY_CORES) verdict = 'no verdict (machine busy)';
+      else if (ratio === undefined || !Number.isFinite(ratio)) verdict = 'no verdict';
+      else verdict = (target.op === '>=' ? ratio >= target.ratio : ratio <= target.ratio) ? 'met' : 'missed';
+    }
+    return { scenario, metric, ours, baseline, ratio, target, verdict, flags };
+  });
+}
