@@ -130,4 +130,35 @@ describeWithRedis('two processes through Redis', () => {
     await expect(alice.nextAction('session-text')).resolves.toMatchObject({ from: 'after-restart' });
     expect((await stats(a)).users_count).toBeGreaterThanOrEqual(1);
   });
+
+  test('Redis restarted empty: every process puts its members back, and rooms carry on without a new join', async () => {
+    const alice = await open(a, 'alice');
+    const bob = await open(b, 'bob');
+    await alice.join('survivor');
+    await bob.join('survivor');
+    await alice.nextAction('session-event', { event: 'joined' });
+
+    await redis.stop();
+    await redis.start();
+    const deadline = Date.now() + 10000;
+    for (const server of [a, b]) {
+      while ((await request(server.restUrl).get('/ready').disableTLSCerts()).status !== 200 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    // Restoring runs as each process reconnects: poll, bounded, until bob's message gets through.
+    let delivered = false;
+    while (!delivered && Date.now() < deadline) {
+      bob.send('survivor', { action: 'session-text', description: { body: 'still here' } });
+      const answer = await bob.next((m) => m.jsongle.event === 'ack' || m.jsongle.action === 'session-error');
+      delivered = answer.jsongle.event === 'ack';
+      if (!delivered) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(delivered).toBe(true);
+    await expect(alice.next((m) => m.jsongle.action === 'session-text')).resolves.toMatchObject({ from: 'survivor', to: alice.sid });
+    await alice.expectNothing((m) => m.jsongle.event === 'left', 200);
+    const room = await request(a.restUrl).get('/rooms/survivor').disableTLSCerts();
+    expect(room.status).toBe(200);
+    expect(room.body).toMatchObject({ members: [{ uid: 'alice' }, { uid: 'bob' }] });
+  });
 });

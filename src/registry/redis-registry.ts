@@ -197,6 +197,15 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   private heartbeat: NodeJS.Timeout | undefined;
   /** Disconnects that happened while Redis was unreachable, recorded when it is back. */
   private readonly pendingCloses = new Set<string>();
+  /**
+   * What this process has put in Redis for its own connections, so that it can put it back should
+   * Redis restart empty: without it, an outage would outlive itself (every room forgotten).
+   */
+  private readonly mirror = {
+    connections: new Set<string>(),
+    sessions: new Map<string, { token: string; member: Member; connection: string; held: boolean }>(),
+    rooms: new Map<string, Map<string, { kind: RoomKind; member: Member }>>(),
+  };
 
   constructor(
     private readonly redis: Redis,
@@ -207,13 +216,16 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
     this.log = options.logger.child({ module: 'redis-registry', node: options.nodeId });
     for (const [name, lua] of Object.entries(SCRIPTS)) redis.defineCommand(name, { numberOfKeys: 0, lua });
     redis.on('ready', () => {
-      void this.beat();
-      void this.flushPendingCloses();
+      void this.restoreIfLost()
+        .then(() => this.beat())
+        .then(() => this.flushPendingCloses());
     });
   }
 
   /** Starts the heartbeat; other processes reap this one's connections if it stops for 3 beats. */
   start(): void {
+    // Marks this process's data: its absence after a reconnect means Redis lost it.
+    void this.redis.set(`${this.prefix}epoch:${this.options.nodeId}`, now()).catch(() => undefined);
     void this.beat();
     this.heartbeat = setInterval(() => void this.beat(), this.options.heartbeatMs);
     this.heartbeat.unref();
@@ -229,12 +241,23 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   }
 
   async openConnection(sid: string, limit: number): Promise<boolean> {
-    return Number(await this.run('jsongleOpen', sid, this.options.nodeId, limit)) === 1;
+    const opened = Number(await this.run('jsongleOpen', sid, this.options.nodeId, limit)) === 1;
+    if (opened) this.mirror.connections.add(sid);
+    return opened;
+  }
+
+  /** Forgets what this process held for `sid` (closed, or taken over by a connection elsewhere). */
+  private unmirror(sid: string): void {
+    this.mirror.connections.delete(sid);
+    this.mirror.sessions.delete(sid);
+    this.mirror.rooms.delete(sid);
   }
 
   async closeConnection(sid: string): Promise<Room[]> {
     try {
-      return this.closedRooms(await this.run('jsongleClose', sid, this.options.nodeId)).map(({ room }) => room);
+      const rooms = this.closedRooms(await this.run('jsongleClose', sid, this.options.nodeId)).map(({ room }) => room);
+      this.unmirror(sid);
+      return rooms;
     } catch (error) {
       // Recorded when Redis is back, and the rooms told then: no member outlives its connection.
       this.pendingCloses.add(sid);
@@ -257,6 +280,8 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
     );
     if (status === 'joined' || status === 'already-member') {
       const room: Room = { rid, kind, members: membersOf(pairs as ScriptResult) };
+      const mine = this.mirror.rooms.get(member.sid) ?? new Map<string, { kind: RoomKind; member: Member }>();
+      this.mirror.rooms.set(member.sid, mine.set(rid, { kind, member }));
       if (status === 'already-member') return { status, room };
       if (created === '1') this.emit('room-created', { rid, kind });
       return { status, room, created: created === '1' };
@@ -267,6 +292,7 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   async leave(rid: string, sid: string): Promise<LeaveOutcome> {
     const [status, kind, deleted, pairs] = await this.run('jsongleLeave', rid, sid);
     if (status !== 'left') return { status: 'not-member' };
+    this.mirror.rooms.get(sid)?.delete(rid);
     const room: Room = { rid, kind: kind as RoomKind, members: membersOf(pairs as ScriptResult) };
     if (deleted === '1') this.emit('room-deleted', { rid, kind: room.kind });
     return { status: 'left', room };
@@ -291,6 +317,7 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
 
   async registerSession(sid: string, token: string, member: Member, connection: string): Promise<void> {
     await this.run('jsongleRegister', sid, token, JSON.stringify(member), connection);
+    this.mirror.sessions.set(sid, { token, member, connection, held: false });
   }
 
   async findSession(token: string): Promise<ResumableSession | undefined> {
@@ -300,16 +327,24 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   }
 
   async detach(sid: string, connection: string, graceMs: number): Promise<DetachOutcome> {
-    return String(await this.run('jsongleDetach', sid, connection, graceMs)) as DetachOutcome;
+    const outcome = String(await this.run('jsongleDetach', sid, connection, graceMs)) as DetachOutcome;
+    if (outcome === 'taken-over') this.unmirror(sid);
+    const session = this.mirror.sessions.get(sid);
+    if (outcome === 'held' && session) session.held = true;
+    return outcome;
   }
 
   async expire(sid: string, connection: string): Promise<boolean> {
-    return Number(await this.run('jsongleExpire', sid, connection)) === 1;
+    const expired = Number(await this.run('jsongleExpire', sid, connection)) === 1;
+    if (!expired) this.unmirror(sid); // resumed, maybe by another process: not ours any more
+    return expired;
   }
 
   async resume(sid: string, connection: string): Promise<Envelope[] | undefined> {
     const buffered = (await this.run('jsongleResume', sid, connection)) as string[] | number;
     if (typeof buffered === 'number') return undefined;
+    const session = this.mirror.sessions.get(sid);
+    if (session) Object.assign(session, { connection, held: false });
     return buffered.map((json) => JSON.parse(json) as Envelope);
   }
 
@@ -357,7 +392,11 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
     clearInterval(this.heartbeat);
     const { nodeId } = this.options;
     if (this.redis.status === 'ready') {
-      await this.redis.multi().del(`${this.prefix}alive:${nodeId}`).srem(`${this.prefix}nodes`, nodeId).exec();
+      await this.redis
+        .multi()
+        .del(`${this.prefix}alive:${nodeId}`, `${this.prefix}epoch:${nodeId}`)
+        .srem(`${this.prefix}nodes`, nodeId)
+        .exec();
     }
     this.removeAllListeners();
   }
@@ -380,6 +419,47 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
       } catch {
         return; // Still unreachable: the next 'ready' tries again.
       }
+    }
+  }
+
+  /**
+   * After a reconnect: if Redis lost this process's data (restarted without persistence, or a
+   * failover to an empty replica), puts back its connections, sessions and seats, silently: for
+   * the members nothing changed. A seat someone else took meanwhile is lost, and said so.
+   */
+  private async restoreIfLost(): Promise<void> {
+    const epoch = `${this.prefix}epoch:${this.options.nodeId}`;
+    try {
+      if ((await this.redis.exists(epoch)) === 1) return;
+      const { nodeId } = this.options;
+      for (const sid of this.mirror.connections) await this.run('jsongleOpen', sid, nodeId, 2 ** 31);
+      for (const [sid, { token, member, connection, held }] of this.mirror.sessions) {
+        await this.run('jsongleRegister', sid, token, JSON.stringify(member), connection);
+        if (held) await this.run('jsongleDetach', sid, connection, 1);
+      }
+      let restored = 0;
+      for (const [sid, rooms] of this.mirror.rooms) {
+        for (const [rid, { kind, member }] of rooms) {
+          const [status] = await this.run(
+            'jsongleJoin',
+            rid,
+            kind,
+            sid,
+            JSON.stringify(member),
+            kind === 'p2p' ? 2 : 2 ** 31,
+            2 ** 31,
+            nodeId,
+            now(),
+          );
+          if (status === 'joined' || status === 'already-member') restored++;
+          else this.log.warn('seat lost while Redis was away', { rid, sid, status });
+        }
+      }
+      await this.redis.set(epoch, now());
+      if (this.mirror.connections.size > 0)
+        this.log.warn("Redis had lost this process's state: restored", { connections: this.mirror.connections.size, seats: restored });
+    } catch (error) {
+      this.log.warn('restoring the state into Redis failed: retried at the next reconnect', { error: String(error) });
     }
   }
 
