@@ -159,6 +159,25 @@ describeWithRedis('two processes through Redis', () => {
     await alice.expectNothing((m) => m.jsongle.event === 'left', 200);
     const room = await request(a.restUrl).get('/rooms/survivor').disableTLSCerts();
     expect(room.status).toBe(200);
-    expect(room.body).toMatchObject({ members: [{ uid: 'alice' }, { uid: 'bob' }] });
+    // Both seats are back (in the order the processes restored them).
+    const uids = (room.body as { members: { uid: string }[] }).members.map((member) => member.uid);
+    expect(uids.sort()).toEqual(['alice', 'bob']);
+  });
+
+  test('while Redis is down, members on one process still reach each other; joins get 503002', async () => {
+    const alice = await open(a, 'alice');
+    const carol = await open(a, 'carol');
+    await alice.join('same-process');
+    await carol.join('same-process');
+    await redis.stop();
+    try {
+      carol.send('same-process', { action: 'session-text', description: { body: 'no Redis needed' } });
+      await expect(alice.nextAction('session-text')).resolves.toMatchObject({ from: 'same-process', to: alice.sid });
+      await expect(carol.nextAction('session-event', { event: 'ack' })).resolves.toBeDefined();
+      const refused = await alice.join('another');
+      expect(refused.jsongle).toMatchObject({ action: 'iq-error', description: { errorCode: 503002 } });
+    } finally {
+      await redis.start();
+    }
   });
 });

@@ -246,6 +246,19 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
     return opened;
   }
 
+  /** Room `rid` as far as this process's own connections make it up (from the mirror). */
+  private localRoom(rid: string): Room | undefined {
+    let kind: RoomKind | undefined;
+    const members: Member[] = [];
+    for (const rooms of this.mirror.rooms.values()) {
+      const seat = rooms.get(rid);
+      if (!seat) continue;
+      kind = seat.kind;
+      members.push(seat.member);
+    }
+    return kind && { rid, kind, members };
+  }
+
   /** Forgets what this process held for `sid` (closed, or taken over by a connection elsewhere). */
   private unmirror(sid: string): void {
     this.mirror.connections.delete(sid);
@@ -303,6 +316,9 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
     try {
       pairs = await this.redis.hgetall(`${this.prefix}room:${rid}`);
     } catch (error) {
+      // Redis down: this process's own members of the room still reach each other (issue #6).
+      const local = this.localRoom(rid);
+      if (local) return local;
       throw new RegistryUnavailable(`Redis: ${String(error)}`);
     }
     const kind = pairs.kind as RoomKind | undefined;
