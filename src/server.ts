@@ -62,7 +62,13 @@ export async function createServer(config: Readonly<Config>, deps: { logging?: L
   const makeHttp = (handler?: http.RequestListener) =>
     config.tls ? https.createServer({ key: config.tls.key, cert: config.tls.cert }, handler) : http.createServer(handler);
 
-  const wsHttp = makeHttp();
+  // Socket.IO takes its own path; anything else on this port gets a JSON 404 at once, rather than
+  // no answer at all (an open socket held until Node's request timeout).
+  const wsHttp = makeHttp((req, res) => {
+    res
+      .writeHead(404, { 'content-type': 'application/json' })
+      .end(JSON.stringify({ errorCode: 404000, errorDetails: `No route ${req.method ?? ''} ${req.url ?? ''} on the Socket.IO port` }));
+  });
   const io: SignalingServer = new Server(wsHttp, {
     serveClient: false,
     cors: { origin: config.corsPolicyOrigin.length > 0 ? config.corsPolicyOrigin : false },

@@ -84,11 +84,28 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** How deep objects and arrays may nest in an envelope: an SDP or a candidate needs 4 or 5. */
+export const MAX_DEPTH = 32;
+
+/** Whether `value` nests deeper than `limit`; walks objects and arrays only, without recursion. */
+function tooDeep(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [item, depth] = stack.pop() as [unknown, number];
+    if (typeof item !== 'object' || item === null) continue;
+    if (depth >= limit) return true;
+    for (const child of Object.values(item)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 /** Validates what arrived on a `jsongle` event; throws 400002 for a non-envelope, 400001 for a bad one. */
 export function parseEnvelope(raw: unknown): ClientEnvelope {
   if (!isObject(raw) || !isObject(raw.jsongle) || typeof raw.jsongle.action !== 'string') {
     throw new ProtocolError(400002);
   }
+  // Deep nesting would overflow the stack of Socket.IO's encoder when the message is relayed.
+  if (tooDeep(raw, MAX_DEPTH)) throw new ProtocolError(400001, `Bad parameters: objects and arrays nest deeper than ${MAX_DEPTH} levels`);
   if (envelopeCheck.Check(raw)) return raw;
   const first = envelopeCheck.Errors(raw).First();
   throw new ProtocolError(400001, first ? `Bad parameters: ${first.path || '/'} ${first.message}` : undefined);

@@ -3,7 +3,7 @@ import type { Config } from '../config';
 import type { Logger } from '../observability/logger';
 import type { Metrics } from '../observability/metrics';
 import { envelope, helloRequest, sessionError } from '../protocol/messages';
-import type { Registry } from '../registry/registry';
+import { RegistryUnavailable, type DetachOutcome, type Registry } from '../registry/registry';
 import { connectionGate } from './connection-gate';
 import { createDispatcher } from './dispatcher';
 import { announceDeparture } from './handlers/session-leave';
@@ -18,10 +18,10 @@ export interface Signaling {
   drain(): Promise<void>;
 }
 
-/** The marker a too-large packet is replaced with, so that it is never parsed (see countBytes). */
-const OVERSIZED_EVENT = 'jsongle-oversized';
 /** Disconnect reasons of a connection that dropped rather than closed: its session is held. */
 const HOLDABLE_REASONS: ReadonlySet<string> = new Set(['transport close', 'transport error', 'ping timeout']);
+/** How soon a held session's expiry is asked again when the registry did not answer. */
+const EXPIRY_RETRY_MS = 1000;
 /** Messages kept for a held session: the newest, should it be away long. */
 const RESUME_BUFFER_LIMIT = 256;
 /** How a `jsongle` event of the default namespace starts on the wire (a Socket.IO EVENT packet). */
@@ -45,6 +45,8 @@ export function attachSignaling(
   },
 ): Signaling {
   const { config, registry, metrics, logger, clustered } = deps;
+  /** The marker a too-large packet is replaced with (see inspectPackets): unguessable, so no client can send it. */
+  const oversizedEvent = `jsongle-oversized-${randomUUID()}`;
   /** This process's connections by session identity: the one look-up a delivery makes here. */
   const local = new Map<string, SignalingSocket>();
   // A recipient on this process is written to directly: no adapter, nothing published (and with
@@ -69,20 +71,31 @@ export function attachSignaling(
   registry.on('member-evicted', (room, member) => announceDeparture(context, room, member));
 
   /**
-   * Counts bytes where Socket.IO reads and writes them, once per packet and without serializing
-   * again (PROTOCOL.md §9), and enforces maxMessageBytes (§6) before the packet is parsed: the
-   * engine's `packet` event fires before Socket.IO decodes the packet, so an oversized one is
-   * swapped for a small marker event and the connection survives.
+   * Looks at every packet where Socket.IO reads and writes it, before it is parsed:
+   * - counts bytes once per packet, without serializing again (PROTOCOL.md §9);
+   * - enforces maxMessageBytes (§6): an oversized packet is swapped for a small marker event, so
+   *   it is never parsed and the connection survives;
+   * - refuses binary attachments, which JSONgle has no use for: they would escape the size limit
+   *   and the schema (a Buffer passes for an object). The connection gets 400002 and is closed.
    */
-  function countBytes(socket: SignalingSocket, session: Session): void {
+  function inspectPackets(socket: SignalingSocket, session: Session): void {
     socket.conn.on('packet', (packet: { type: string; data?: unknown }) => {
-      if (packet.type !== 'message' || typeof packet.data !== 'string') return;
+      if (packet.type !== 'message') return;
+      if (typeof packet.data !== 'string' || packet.data.startsWith('5') || packet.data.startsWith('6')) {
+        if (session.closed) return;
+        session.closed = true;
+        metrics.errorSent(400002);
+        send(sessionError(config.id, session.sid, 400002, 'Binary attachments are not part of JSONgle: send JSON only. Closing.'));
+        session.log.info('binary attachment refused: disconnecting');
+        setImmediate(() => socket.disconnect(true));
+        return;
+      }
       const isJsongle = packet.data.startsWith(JSONGLE_FRAME);
       // The envelope alone: without the frame `2["jsongle",` … `]` around it.
-      const bytes = Buffer.byteLength(packet.data) - (isJsongle ? JSONGLE_FRAME.length + 1 : 0);
+      const bytes = Math.max(0, Buffer.byteLength(packet.data) - (isJsongle ? JSONGLE_FRAME.length + 1 : 0));
       if (isJsongle) metrics.received(bytes);
       if (bytes > config.maxMessageBytes) {
-        packet.data = `2${JSON.stringify([OVERSIZED_EVENT, bytes])}`;
+        packet.data = `2${JSON.stringify([oversizedEvent, bytes])}`;
         session.log.info('oversized message dropped', { bytes });
       }
     });
@@ -109,31 +122,46 @@ export function attachSignaling(
   const detach = async (socket: SignalingSocket, session: Session, reason: string) => {
     gate.forget(socket);
     const graceMs = HOLDABLE_REASONS.has(reason) ? config.reconnectGraceMs : 0;
-    const outcome = session.member ? await registry.detach(session.sid, session.connection, graceMs) : 'gone';
+    let outcome: DetachOutcome = 'gone';
+    try {
+      if (session.member) outcome = await registry.detach(session.sid, session.connection, graceMs);
+    } catch {
+      // The registry cannot hold it now: close it, which the registry records once it is back.
+    }
     if (outcome === 'gone') return closeSession(session);
     if (outcome === 'taken-over') return;
     session.log.debug('session held for a resume', { graceMs });
-    const expire = async () => {
+    const expire = async (): Promise<void> => {
       held.delete(session.connection);
-      if (await registry.expire(session.sid, session.connection)) await closeSession(session);
+      try {
+        if (await registry.expire(session.sid, session.connection)) await closeSession(session);
+      } catch (error) {
+        if (!(error instanceof RegistryUnavailable)) throw error;
+        // Whether it was resumed meanwhile is unknown until the registry answers: ask again.
+        schedule(EXPIRY_RETRY_MS);
+      }
     };
-    const timer = setTimeout(() => {
-      const cleanup = expire()
-        .catch((error: unknown) => {
-          session.log.error('clean-up after the reconnect grace failed', { error: String(error) });
-        })
-        .finally(() => cleanups.delete(cleanup));
-      cleanups.add(cleanup);
-    }, graceMs);
-    held.set(session.connection, { timer, expire });
+    const schedule = (delayMs: number) => {
+      const timer = setTimeout(() => {
+        const cleanup = expire()
+          .catch((error: unknown) => {
+            session.log.error('clean-up after the reconnect grace failed', { error: String(error) });
+          })
+          .finally(() => cleanups.delete(cleanup));
+        cleanups.add(cleanup);
+      }, delayMs);
+      held.set(session.connection, { timer, expire });
+    };
+    schedule(graceMs);
   };
 
   /** A connection presented a session's resume token: it takes the session, its seats and its buffer. */
   const resume = async (socket: SignalingSocket, session: Session, resuming: NonNullable<SocketData['resuming']>) => {
     const buffered = await registry.resume(session.sid, session.connection);
     if (!buffered) {
-      // The grace ran out between the token check and now: start afresh.
+      // The grace ran out between the token check and now: start afresh, counted again.
       session.member = undefined;
+      await registry.openConnection(session.sid, Number.MAX_SAFE_INTEGER);
       send(helloRequest(config.id, session.sid, session.helloTransaction, { ...deps.about, connected: new Date().toJSON() }));
       return;
     }
@@ -173,7 +201,7 @@ export function attachSignaling(
     if (clustered) void socket.join(sessionId);
     if (!probe) {
       metrics.connectionOpened();
-      countBytes(socket, session);
+      inspectPackets(socket, session);
     }
     session.log.debug('connected', { address: socket.data.address, probe });
 
@@ -187,8 +215,8 @@ export function attachSignaling(
     socket.onAny((event: string, raw: unknown) => {
       // Too late: the clean-up is queued; handling this could put a closed connection in a room.
       if (session.closed) return;
-      if (event === OVERSIZED_EVENT) {
-        refuse(413001, `Message too large: ${String(raw)} bytes, the limit is ${config.maxMessageBytes}`);
+      if (event === oversizedEvent) {
+        refuse(413001, `Message too large: ${Number(raw)} bytes, the limit is ${config.maxMessageBytes}`);
         return;
       }
       if (event !== 'jsongle') return;
