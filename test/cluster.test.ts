@@ -21,6 +21,13 @@ describeWithRedis('two processes through Redis', () => {
     clients.push(client);
     return client;
   };
+  /** Waits, bounded, until a process has its Redis back (after a test that stopped it). */
+  const ready = async (server: ServerProcess) => {
+    const deadline = Date.now() + 10000;
+    while ((await request(server.restUrl).get('/ready').disableTLSCerts()).status !== 200 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
   const stats = async (server: ServerProcess) =>
     (await request(server.restUrl).get('/stats').disableTLSCerts()).body as Record<string, number>;
 
@@ -179,5 +186,20 @@ describeWithRedis('two processes through Redis', () => {
     } finally {
       await redis.start();
     }
+  });
+
+  test('a member who leaves during a Redis outage is taken out, and the others told, once Redis is back', async () => {
+    await ready(a);
+    const alice = await open(a, 'alice');
+    const bob = await open(a, 'bob');
+    await alice.join('outage-leaver');
+    await bob.join('outage-leaver');
+    await redis.stop();
+    alice.close();
+    await redis.start();
+    const left = await bob.nextAction('session-event', { event: 'left' }, 10000);
+    expect(left.jsongle.description).toMatchObject({ rid: 'outage-leaver', member: { uid: 'alice' } });
+    const room = await request(a.restUrl).get('/rooms/outage-leaver').disableTLSCerts();
+    expect((room.body as { members: { uid: string }[] }).members.map((member) => member.uid)).toEqual(['bob']);
   });
 });
