@@ -80,14 +80,17 @@ export function attachSignaling(
    */
   function inspectPackets(socket: SignalingSocket, session: Session): void {
     socket.conn.on('packet', (packet: { type: string; data?: unknown }) => {
-      if (packet.type !== 'message') return;
+      // An empty message is Socket.IO's to refuse (it closes the connection as malformed).
+      if (packet.type !== 'message' || packet.data === undefined) return;
       if (typeof packet.data !== 'string' || packet.data.startsWith('5') || packet.data.startsWith('6')) {
         if (session.closed) return;
         session.closed = true;
         metrics.errorSent(400002);
         send(sessionError(config.id, session.sid, 400002, 'Binary attachments are not part of JSONgle: send JSON only. Closing.'));
         session.log.info('binary attachment refused: disconnecting');
-        setImmediate(() => socket.disconnect(true));
+        // At once: Socket.IO's parser may otherwise close first (more than 10 attachments) with a
+        // transport close, after which a client would reconnect by itself.
+        socket.disconnect(true);
         return;
       }
       const isJsongle = packet.data.startsWith(JSONGLE_FRAME);
