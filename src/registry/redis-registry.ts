@@ -93,9 +93,9 @@ redis.call('HSET', prefix .. 'of:' .. sid, rid, kind)
 redis.call('SADD', prefix .. 'rooms', rid)
 redis.call('SADD', prefix .. 'node:' .. ARGV[8], sid)
 return {'joined', current and '0' or '1', redis.call('HGETALL', key)}`,
-  // ARGV: prefix, rid. Only for a room that still exists: a late count must not recreate it.
+  // ARGV: prefix, rid, n. Only for a room that still exists: a late count must not recreate it.
   jsongleCount: `
-if redis.call('EXISTS', ARGV[1] .. 'room:' .. ARGV[2]) == 1 then redis.call('HINCRBY', ARGV[1] .. 'meta:' .. ARGV[2], 'msgs', 1) end
+if redis.call('EXISTS', ARGV[1] .. 'room:' .. ARGV[2]) == 1 then redis.call('HINCRBY', ARGV[1] .. 'meta:' .. ARGV[2], 'msgs', tonumber(ARGV[3])) end
 return 1`,
   // ARGV: prefix, rid, sid
   jsongleLeave: `${LEAVE_FUNCTION}
@@ -159,6 +159,8 @@ return 1`,
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
+
+const RELAY_COUNT_FLUSH_MS = 1000;
 type ScriptResult = (string | number | ScriptResult)[];
 
 interface StoredMember {
@@ -197,6 +199,9 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   private heartbeat: NodeJS.Timeout | undefined;
   /** Disconnects that happened while Redis was unreachable, recorded when it is back. */
   private readonly pendingCloses = new Set<string>();
+  /** Relays counted for the admin view, not yet written (see countRelay). */
+  private readonly relayCounts = new Map<string, number>();
+  private countFlush: NodeJS.Timeout | undefined;
   /**
    * What this process has put in Redis for its own connections, so that it can put it back should
    * Redis restart empty: without it, an outage would outlive itself (every room forgotten).
@@ -369,10 +374,22 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   }
 
   countRelay(rid: string): void {
-    this.run('jsongleCount', rid).catch(() => undefined);
+    // Added up here and written once a second: a script per relayed message cost Redis and this
+    // process more than the relay itself.
+    this.relayCounts.set(rid, (this.relayCounts.get(rid) ?? 0) + 1);
+    this.countFlush ??= setTimeout(() => void this.flushRelayCounts(), RELAY_COUNT_FLUSH_MS).unref();
+  }
+
+  private async flushRelayCounts(): Promise<void> {
+    this.countFlush = undefined;
+    const counts = [...this.relayCounts];
+    this.relayCounts.clear();
+    await Promise.all(counts.map(([rid, n]) => this.run('jsongleCount', rid, n).catch(() => undefined)));
   }
 
   async details(rid?: string): Promise<RoomDetails[]> {
+    clearTimeout(this.countFlush);
+    await this.flushRelayCounts();
     const p = this.prefix;
     const rids = rid === undefined ? await this.redis.smembers(`${p}rooms`) : [rid];
     const pipeline = this.redis.pipeline();
@@ -406,6 +423,7 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
 
   async close(): Promise<void> {
     clearInterval(this.heartbeat);
+    clearTimeout(this.countFlush);
     const { nodeId } = this.options;
     if (this.redis.status === 'ready') {
       await this.redis

@@ -32,7 +32,9 @@ export async function connectRedis(config: Pick<Config, 'redisUrl' | 'nodeHeartb
     commandTimeout: 2000,
     retryStrategy: (attempt: number) => Math.min(attempt * 200, 2000),
   };
-  const registryClient = new Redis(config.redisUrl, options);
+  // Auto-pipelining: the commands of one tick (a relay's room read, its buffer check) go out in
+  // one write, which matters when every relayed message crosses Redis.
+  const registryClient = new Redis(config.redisUrl, { ...options, enableAutoPipelining: true });
   // Publishing may queue through a short reconnect: the adapter does not catch publish errors.
   const pubClient = new Redis(config.redisUrl, { ...options, enableOfflineQueue: true });
   // No ready check on the subscriber: when Redis is slow to answer, ioredis would send its INFO
