@@ -20,7 +20,11 @@ interface Incoming {
     query?: string;
     transaction?: string;
     status?: string;
-    description?: { ts?: number; run?: string };
+    /**
+     * A relayed bench message has `ts` and `run`; anything else (the hello's ack with its resume
+     * token, receipts, TURN credentials…) is protocol traffic, matched by transaction or ignored.
+     */
+    description?: { ts?: unknown; run?: unknown } | null;
   };
 }
 
@@ -33,7 +37,8 @@ interface Connection {
 }
 
 export interface OpenArgs {
-  url: string;
+  /** The servers: member m of each room connects to urls[m % urls.length] (scenario 5: the two members of a P2P room on two processes). */
+  urls: string[];
   count: number;
   /** Global index of this process's first connection: connection i is uid `u<i>`, in room floor(i / roomSize). */
   offset: number;
@@ -91,9 +96,10 @@ const connections: Connection[] = [];
 const rooms = new Map<string, Connection[]>();
 let current = { run: '', received: 0, lastAt: 0, latency: new LatencyHistogram() };
 
-function onMessage(connection: Connection, message: Incoming): void {
+function onMessage(connection: Connection, message: Incoming | undefined): void {
+  if (typeof message?.jsongle !== 'object') return;
   const description = message.jsongle.description;
-  if (description?.run !== undefined && typeof description.ts === 'number') {
+  if (typeof description?.run === 'string' && typeof description.ts === 'number') {
     if (description.run !== current.run) return;
     const at = now();
     current.latency.record(at - description.ts);
@@ -106,7 +112,10 @@ function onMessage(connection: Connection, message: Incoming): void {
 
 /** connect, then answer the session-hello, then (if asked) join the connection's room. */
 function handshake(args: OpenArgs, index: number): Promise<Connection> {
-  const socket = io(args.url, {
+  const member = args.room ? index % args.room.size : 0;
+  const url = args.urls[member % args.urls.length];
+  if (url === undefined) return Promise.reject(new Error('no server URL'));
+  const socket = io(url, {
     transports: ['websocket'],
     auth: { appToken: '' },
     reconnection: false,
@@ -114,7 +123,7 @@ function handshake(args: OpenArgs, index: number): Promise<Connection> {
     timeout: args.timeoutMs,
   });
   const connection: Connection = { socket, index };
-  socket.on('jsongle', (message: Incoming) => onMessage(connection, message));
+  socket.on('jsongle', (message: Incoming | undefined) => onMessage(connection, message));
   return new Promise<Connection>((resolve, reject) => {
     const fail = (why: string) => {
       clearTimeout(timer);

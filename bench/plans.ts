@@ -1,14 +1,33 @@
 import type { ServerKind } from './server-child';
 
+export interface RelayPlan {
+  rooms: number;
+  /** Measure the fixed load a second time when other processes were busy during the first (not in the seconds-long smoke run). */
+  remeasureNoisy: boolean;
+  warmupMs: number;
+  fixedRate: number;
+  fixedMs: number;
+  rampRates: number[];
+  stepMs: number;
+  drainMs: number;
+}
+
 /** How big each scenario is in each mode; every load is bounded in count and in time. */
 export interface Plan {
   mode: 'smoke' | 'quick' | 'full';
   /** Interleaved so that a drift of the machine hits both servers alike (issue #8: ABBA). */
   order: ServerKind[];
+  /** Pause between two runs, for the sockets of the last one to close. */
+  settleMs: number;
   capacity: { steps: number[]; concurrency: number; holdMs: number };
   handshakes: { count: number; concurrency: number; rate: number; rateCount: number };
-  relay: { rooms: number; warmupMs: number; fixedRate: number; fixedMs: number; rampRates: number[]; stepMs: number; drainMs: number };
+  relay: RelayPlan;
   muc: { sizes: number[]; connections: number; warmupMs: number; rampDeliveries: number[]; stepMs: number; drainMs: number };
+  /**
+   * Scenario 5: the P2P relay on one JSONgle-Server process ('ours') and on two sharing a
+   * redis-server ('cluster'), interleaved in `order` like the main runs.
+   */
+  redis: RelayPlan & { order: ('ours' | 'cluster')[] };
 }
 
 const ABBA: ServerKind[] = ['ours', 'baseline', 'baseline', 'ours'];
@@ -17,10 +36,12 @@ export const PLANS: Record<Plan['mode'], Plan> = {
   full: {
     mode: 'full',
     order: ABBA,
+    settleMs: 500,
     capacity: { steps: [1000, 2000, 5000, 10000, 15000], concurrency: 100, holdMs: 1500 },
     handshakes: { count: 3000, concurrency: 50, rate: 100, rateCount: 500 },
     relay: {
       rooms: 500,
+      remeasureNoisy: true,
       warmupMs: 2000,
       fixedRate: 2000,
       fixedMs: 8000,
@@ -36,26 +57,70 @@ export const PLANS: Record<Plan['mode'], Plan> = {
       stepMs: 3000,
       drainMs: 3000,
     },
+    redis: {
+      order: ['ours', 'cluster', 'cluster', 'ours'],
+      rooms: 500,
+      remeasureNoisy: true,
+      warmupMs: 2000,
+      fixedRate: 1000,
+      fixedMs: 6000,
+      rampRates: [1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 13000, 16000, 20000, 24000],
+      stepMs: 3000,
+      drainMs: 3000,
+    },
   },
   quick: {
     mode: 'quick',
     order: ABBA,
+    settleMs: 500,
     capacity: { steps: [500, 1000, 2000], concurrency: 100, holdMs: 300 },
     handshakes: { count: 400, concurrency: 50, rate: 100, rateCount: 100 },
-    relay: { rooms: 100, warmupMs: 500, fixedRate: 1000, fixedMs: 1500, rampRates: [2000, 5000, 10000], stepMs: 1200, drainMs: 1500 },
+    relay: {
+      rooms: 100,
+      remeasureNoisy: true,
+      warmupMs: 500,
+      fixedRate: 1000,
+      fixedMs: 1500,
+      rampRates: [2000, 5000, 10000],
+      stepMs: 1200,
+      drainMs: 1500,
+    },
     muc: { sizes: [10, 50], connections: 100, warmupMs: 300, rampDeliveries: [5000, 20000], stepMs: 1200, drainMs: 1500 },
+    redis: {
+      order: ['ours', 'cluster', 'cluster', 'ours'],
+      rooms: 100,
+      remeasureNoisy: true,
+      warmupMs: 500,
+      fixedRate: 1000,
+      fixedMs: 1500,
+      rampRates: [2000, 4000, 8000],
+      stepMs: 1200,
+      drainMs: 1500,
+    },
   },
   smoke: {
     mode: 'smoke',
     order: ['ours', 'baseline'],
+    settleMs: 100,
     capacity: { steps: [50, 100], concurrency: 25, holdMs: 100 },
     handshakes: { count: 40, concurrency: 10, rate: 50, rateCount: 20 },
-    relay: { rooms: 10, warmupMs: 200, fixedRate: 200, fixedMs: 500, rampRates: [500], stepMs: 500, drainMs: 1000 },
+    relay: { rooms: 10, remeasureNoisy: false, warmupMs: 200, fixedRate: 200, fixedMs: 500, rampRates: [500], stepMs: 500, drainMs: 1000 },
     muc: { sizes: [10], connections: 20, warmupMs: 200, rampDeliveries: [1000], stepMs: 500, drainMs: 1000 },
+    redis: {
+      order: ['ours', 'cluster'],
+      rooms: 10,
+      remeasureNoisy: false,
+      warmupMs: 200,
+      fixedRate: 200,
+      fixedMs: 500,
+      rampRates: [500],
+      stepMs: 500,
+      drainMs: 1000,
+    },
   },
 };
 
-export const SCENARIOS = ['capacity', 'handshakes', 'relay', 'muc'] as const;
+export const SCENARIOS = ['capacity', 'handshakes', 'relay', 'muc', 'redis'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export interface Options {

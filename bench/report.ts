@@ -1,4 +1,5 @@
-import { median, NOISY_CORES, type Report, type Row, type RunResult, type Step } from './results';
+import type { Setup } from './harness';
+import { MAIN_PAIR, median, NOISY_CORES, REDIS_PAIR, type Report, type Row, type RunResult, type Step } from './results';
 
 /** Writes bench/RESULTS.md and the latency-vs-load chart from a finished run. */
 
@@ -15,9 +16,9 @@ function table(header: string[], rows: string[][]): string {
   return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
-function summaryTable(rows: Row[]): string {
+function summaryTable(rows: Row[], columns = ['JSONgle-Server', 'baseline']): string {
   return table(
-    ['scenario', 'metric', 'JSONgle-Server', 'baseline', 'ratio', 'target', 'verdict', 'flags'],
+    ['scenario', 'metric', ...columns, 'ratio', 'target', 'verdict', 'flags'],
     rows.map((r) => [
       r.scenario,
       r.metric,
@@ -35,41 +36,48 @@ interface StepGroup {
   scenario: string;
   xLabel: string;
   x: number;
+  /** Steps of the runs under test (JSONgle-Server, or two processes through Redis). */
   ours: Step[];
+  /** Steps of the reference runs (the baseline, or one process). */
   baseline: Step[];
 }
 
 /** The steps of all runs, grouped by scenario and x, so that each cell is a median over runs. */
-export function stepGroups(runs: RunResult[]): StepGroup[] {
+export function stepGroups(runs: RunResult[], pair: [Setup, Setup] = MAIN_PAIR): StepGroup[] {
   const groups = new Map<string, StepGroup>();
   for (const run of runs) {
+    const side = run.kind === pair[0] ? 'ours' : run.kind === pair[1] ? 'baseline' : undefined;
+    if (!side) continue;
     for (const step of run.steps) {
       const key = `${step.scenario}\u0000${step.x}`;
       // Handshake steps have a measured x; one group per scenario is enough there.
       const groupKey = step.scenario === 'handshakes' ? step.scenario : key;
       const group = groups.get(groupKey) ?? { scenario: step.scenario, xLabel: step.xLabel, x: step.x, ours: [], baseline: [] };
-      group[run.kind].push(step);
+      group[side].push(step);
       groups.set(groupKey, group);
     }
   }
   return [...groups.values()];
 }
 
-function stepTables(runs: RunResult[]): string {
-  const groups = stepGroups(runs);
+function stepTables(runs: RunResult[], pair: [Setup, Setup] = MAIN_PAIR): string {
+  const groups = stepGroups(runs, pair);
+  const cell = pair === MAIN_PAIR ? 'JSONgle-Server / baseline' : 'two processes through Redis / one process';
   const scenarios = [...new Set(groups.map((g) => g.scenario))];
   const m = (steps: Step[], pick: (s: Step) => number | undefined) =>
     num(median(steps.map(pick).filter((v): v is number => v !== undefined)));
-  const pair = (g: StepGroup, pick: (s: Step) => number | undefined) => `${m(g.ours, pick)} / ${m(g.baseline, pick)}`;
+  const both = (g: StepGroup, pick: (s: Step) => number | undefined) => `${m(g.ours, pick)} / ${m(g.baseline, pick)}`;
   return scenarios
     .map((scenario) => {
       const rows = groups.filter((g) => g.scenario === scenario);
       const xLabel = rows[0]?.xLabel ?? 'x';
       const hasLatency = rows.some((g) => [...g.ours, ...g.baseline].some((s) => s.p99Ms !== undefined));
+      const hasRedis = rows.some((g) => g.ours.some((s) => s.redisCpuMsPer1000 !== undefined));
       const header = [
         xLabel,
         ...(hasLatency ? ['p50 ms', 'p99 ms', 'p999 ms', 'delivered %', 'passed (runs)'] : []),
         'server CPU ms/1000',
+        ...(hasRedis ? ['of which redis-server'] : []),
         'server EL p99 ms',
         'server RSS MB',
         'server heap MB',
@@ -77,26 +85,64 @@ function stepTables(runs: RunResult[]): string {
         'other processes, cores',
       ];
       const body = rows.map((g) => [
-        scenario === 'handshakes' ? pair(g, (s) => s.x) : num(g.x),
+        scenario === 'handshakes' ? both(g, (s) => s.x) : num(g.x),
         ...(hasLatency
           ? [
-              pair(g, (s) => s.p50Ms),
-              pair(g, (s) => s.p99Ms),
-              pair(g, (s) => s.p999Ms),
-              pair(g, (s) => (s.delivered === undefined ? undefined : s.delivered * 100)),
+              both(g, (s) => s.p50Ms),
+              both(g, (s) => s.p99Ms),
+              both(g, (s) => s.p999Ms),
+              both(g, (s) => (s.delivered === undefined ? undefined : s.delivered * 100)),
               `${g.ours.filter((s) => s.passed).length}/${g.ours.length} / ${g.baseline.filter((s) => s.passed).length}/${g.baseline.length}`,
             ]
           : []),
-        pair(g, (s) => s.serverCpuMsPer1000),
-        pair(g, (s) => s.serverEldP99Ms),
-        pair(g, (s) => s.serverRssMb),
-        pair(g, (s) => s.serverHeapMb),
-        pair(g, (s) => s.generatorUtil),
-        pair(g, (s) => s.otherCores),
+        both(g, (s) => s.serverCpuMsPer1000),
+        ...(hasRedis ? [`${m(g.ours, (s) => s.redisCpuMsPer1000)} / –`] : []),
+        both(g, (s) => s.serverEldP99Ms),
+        both(g, (s) => s.serverRssMb),
+        both(g, (s) => s.serverHeapMb),
+        both(g, (s) => s.generatorUtil),
+        both(g, (s) => s.otherCores),
       ]);
-      return `### ${scenario}\n\nEach cell: JSONgle-Server / baseline, median over the runs that reached the step. "passed": runs whose p99 stayed ≤ 50 ms with ≥ 99 % delivered (a failed step is run once more before a ramp ends; the second try counts). "other processes": CPU the rest of the machine used meanwhile (from /proc), in cores.\n\n${table(header, body)}`;
+      return `### ${scenario}\n\nEach cell: ${cell}, median over the runs that reached the step. "passed": runs whose p99 stayed ≤ 50 ms with ≥ 99 % delivered (a failed step is run once more before a ramp ends; the second try counts). "other processes": CPU the rest of the machine used meanwhile (from /proc), in cores.\n\n${table(header, body)}`;
     })
     .join('\n\n');
+}
+
+const runList = (runs: RunResult[]) =>
+  runs.map((r) => `${r.kind === 'cluster' ? 'two processes' : r.kind === 'ours' ? 'one process' : r.kind}#${r.index}`).join(', ');
+
+/** Scenario 5: two JSONgle-Server processes through Redis against one process. */
+function redisSection(report: Report): string {
+  const title = '## 5. P2P relay across two processes through Redis';
+  const redis = report.redis;
+  if (!redis) return `${title}\n\nNot run (\`--only\` left it out).`;
+  if ('skipped' in redis) return `${title}\n\n**Not run:** ${redis.skipped}`;
+  return `${title}
+
+The P2P relay of scenario 3 (same rooms of 2, same message mix, same open-loop generator, same ramp rule) on two JSONgle-Server processes sharing a private \`redis-server\` (\`redisUrl=redis://127.0.0.1:<free port>\`: Redis registry and Socket.IO Redis adapter; \`reconnectGraceMs\` and the heartbeat at their defaults), against the same relay on one process with the in-memory registry (the default deployment). In the clustered runs the first member of every room connects to process A and the second to process B, so that every relayed message crosses Redis: the registry read of the room, then the adapter's PUBLISH to the other process (plus the registry's per-message scripts); the \`session-text\` receipt goes back to the sender on its own process.
+
+- **Placement: the ${redis.processes} server processes and redis-server all pinned to core 0**, where the single process runs too; the generators keep core 1. So both setups get the same single core, and the ratio is what scaling out through Redis costs per message at equal hardware. One process per core was not an option on this 2-core machine: the second server would share the generators' core, so neither the generator-saturation flag nor the "other processes" accounting would hold, and the two setups would get different CPU budgets. On a machine with a core per process the clustered throughput would grow with the cores (the CPU per message below stays what it is) until redis-server's single thread is the limit: its own CPU per message is shown apart.
+- "server CPU" in this section: the CPU time of both processes plus redis-server's (from /proc, 10 ms resolution), per message; RSS likewise summed; event-loop delay the worse of the two processes.
+- redis-server (7.x from Debian) is started by the bench for each clustered run on a free loopback port (\`--bind 127.0.0.1 --save '' --appendonly no --maxmemory 256mb\`), stopped after it, and killed if the bench exits early.
+- Runs interleaved ${runList(redis.runs)}; each number is the median of a setup's runs; ratio = two processes / one process; target ≥ 0.5× one process (issue #8).
+
+${summaryTable(redis.rows, ['two processes + Redis', 'one process'])}
+
+${stepTables(redis.runs, REDIS_PAIR)}`;
+}
+
+/** How busy the rest of the machine was: the load averages and what every step recorded. */
+function noiseNote(report: Report): string {
+  const { machine } = report;
+  const redisRuns = report.redis && 'runs' in report.redis ? report.redis.runs : [];
+  const other = [...report.runs, ...redisRuns].flatMap((r) => r.steps.map((s) => s.otherCores ?? 0));
+  const worst = Math.max(0, ...other);
+  const noisy = other.filter((o) => o >= NOISY_CORES).length;
+  const load = `load average ${machine.loadStart.map((l) => l.toFixed(2)).join(' ')} at the start, ${machine.loadEnd.map((l) => l.toFixed(2)).join(' ')} at the end`;
+  const common = `Every step records how many cores the rest of the machine used meanwhile ("other processes"), and a summary row taken with more than ${NOISY_CORES} of a core of it says so.`;
+  if (noisy === 0)
+    return `> **Quiet machine.** ${load}; the rest of the machine never used more than ${worst.toFixed(2)} of a core during a step. ${common}`;
+  return `> **Noisy numbers.** This machine has ${machine.cpus} cores and is shared (other engineers run jest and servers of their own on it): ${load}; ${noisy} of ${other.length} steps had other processes using ${NOISY_CORES} of a core or more (up to ${worst.toFixed(1)} cores). The server and the generators had a core each only from \`taskset\`'s point of view: other processes ran on those cores too. ${common} Read the ratios rather than the absolute numbers, trust the server's own CPU time per message more than latency, look at the flags, and rerun on a quiet machine before drawing conclusions from a gap of less than ~20 %.`;
 }
 
 export function markdown(report: Report, chartFile: string | undefined): string {
@@ -104,15 +150,9 @@ export function markdown(report: Report, chartFile: string | undefined): string 
   const runs = report.runs.map((r) => `${r.kind}#${r.index}`).join(', ');
   return `# JSONgle-Server benchmarks (issue #8)
 
-Generated by \`${report.command}\` on ${report.date} (${report.mode} mode, ${report.durationS.toFixed(0)} s). Regenerate it with \`npm run bench\` (full, under 15 minutes) or \`npm run bench -- --quick\` (about a minute).
+Generated by \`${report.command}\` on ${report.date} (${report.mode} mode, ${report.durationS.toFixed(0)} s). Regenerate it with \`npm run bench\` (full, under 15 minutes) or \`npm run bench -- --quick\` (two to three minutes on this machine; its numbers are for a quick look, the full run's are the ones to quote).
 
-> **Noisy numbers.** This machine has ${machine.cpus} cores, and other engineers were running jest (and servers of their own) on it while
-> these numbers were taken: load average ${machine.loadStart.map((l) => l.toFixed(2)).join(' ')} at the start, ${machine.loadEnd
-    .map((l) => l.toFixed(2))
-    .join(' ')} at the end. The server and the generator had a core each only from \`taskset\`'s point of view: other processes
-> ran on those cores too. Every step records how many cores the rest of the machine used meanwhile ("other processes"), and a
-> summary row taken with more than ${NOISY_CORES} of a core of it says so. Read the ratios rather than the absolute numbers, look at the flags,
-> and rerun on a quiet machine before drawing conclusions from a gap of less than ~20 %.
+${noiseNote(report)}
 
 **Machine:** ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGb.toFixed(1)} GB memory, Node ${machine.node}, ${machine.os}.
 
@@ -126,7 +166,7 @@ Generated by \`${report.command}\` on ${report.date} (${report.mode} mode, ${rep
 - Generator utilisation (worst event-loop utilisation of a generator process, or the generators' CPU time over wall time on their shared core) is recorded at every step; a metric taken with it above 0.8 is flagged and gets no ratio.
 - "CPU-bound ceiling": 1 / (server CPU time per message) at the highest ramp step that every run reached, i.e. what one fully busy core could relay at that batching; an upper bound, but it depends on the server's own CPU time only, not on the latency that other processes on this machine disturb.
 - Server CPU time (\`process.cpuUsage\` in the server process, over IPC), RSS, heap (after a forced GC for the capacity steps) and event-loop delay p99 (\`monitorEventLoopDelay\`) at every step.
-- Both servers and the generators run compiled by tsc (\`bench/out/build\`, like \`node dist/index.js\`; no tsx loader in them); JSONgle-Server is built from the current \`src/\` with the production defaults of \`.env.defaults\` except: \`useHTTPS=false\`, \`maxConcurrentUsers\` and \`maxConnectionsPerAddress\` 100000 (one client address), \`maxMembersPerMultiRoom=50\`, \`maxMessagesPerSecond=1000\` (the limiter still runs on every message; the generator stays below it). Its log file stays at debug, as in production.
+- Both servers and the generators run compiled (\`bench/out/build/<pid>\`, like \`node dist/index.js\`; no tsx loader in them) by the TypeScript compiler file by file, the same output as tsc under the project's \`isolatedModules\` (type-checking is \`npm run lint\`'s job); JSONgle-Server is built from the current \`src/\` with the production defaults of \`.env.defaults\` except: \`useHTTPS=false\`, \`maxConcurrentUsers\` and \`maxConnectionsPerAddress\` 100000 (one client address), \`maxMembersPerMultiRoom=50\`, \`maxMessagesPerSecond=1000\` (the limiter still runs on every message; the generator stays below it). Its log file stays at debug, as in production.
 - P2P messages alternate \`transport-info\` (an ICE candidate) and \`session-text\`; JSONgle-Server also sends the sender a delivery receipt for each \`session-text\` (PROTOCOL.md §5), which the baseline does not.
 
 ## Summary
@@ -138,9 +178,7 @@ ${chartFile ? `![one-way latency vs offered load, P2P relay](${chartFile})\n` : 
 
 ${stepTables(report.runs)}
 
-## 5. P2P relay across two processes through Redis — placeholder
-
-**Not measured yet:** Redis support (issue #5) is not built. When it is, this scenario runs the P2P relay with the two members of each room on two server processes sharing a Redis registry and adapter, against one process (target ≥ 0.5× one process).
+${redisSection(report)}
 
 ## Second baseline (PeerJS server) — not run
 

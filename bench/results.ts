@@ -1,6 +1,9 @@
-import type { ServerKind } from './server-child';
+import type { Setup } from './harness';
 
 /** What a bench run measures, and how runs of both servers are folded into medians and ratios. */
+
+/** Scenario 5 (issue #8): the P2P relay through Redis on two processes, against one process. */
+export const REDIS_SCENARIO = 'Redis scale-out, P2P relay';
 
 export interface Target {
   /** ours / baseline must be `op` this ratio (issue #8's targets). */
@@ -31,7 +34,10 @@ export interface Step {
   p999Ms?: number;
   delivered?: number;
   passed?: boolean;
+  /** CPU time of the server process (a cluster: both processes and redis-server) per 1,000 messages. */
   serverCpuMsPer1000?: number;
+  /** A cluster's redis-server's part of serverCpuMsPer1000. */
+  redisCpuMsPer1000?: number;
   serverEldP99Ms: number;
   serverRssMb: number;
   serverHeapMb: number;
@@ -43,7 +49,8 @@ export interface Step {
 }
 
 export interface RunResult {
-  kind: ServerKind;
+  /** ours / baseline: one server process; cluster: two JSONgle-Server processes sharing a redis-server. */
+  kind: Setup;
   index: number;
   metrics: Metric[];
   steps: Step[];
@@ -52,8 +59,11 @@ export interface RunResult {
 export interface Row {
   scenario: string;
   metric: string;
+  /** The median of the runs under test: JSONgle-Server (scenario 5: two processes through Redis). */
   ours?: number;
+  /** The median of the reference runs: the bare Socket.IO baseline (scenario 5: one JSONgle-Server process). */
   baseline?: number;
+  /** ours / baseline. */
   ratio?: number;
   target?: Target;
   /** met, missed, or why there is no verdict. */
@@ -80,8 +90,14 @@ export interface Report {
   generators: number;
   rows: Row[];
   runs: RunResult[];
+  /** Scenario 5, compared apart: its runs (ours = one process, cluster = two through Redis) and its rows. */
+  redis?: { runs: RunResult[]; rows: Row[]; processes: number } | { skipped: string };
   profileNote?: string;
 }
+
+/** What each comparison sets against what: the runs under test first, the reference second. */
+export const MAIN_PAIR: [Setup, Setup] = ['ours', 'baseline'];
+export const REDIS_PAIR: [Setup, Setup] = ['cluster', 'ours'];
 
 /** Above this much CPU used by other processes during a measure, its row says so. */
 export const NOISY_CORES = 0.3;
@@ -100,7 +116,7 @@ export function median(values: number[]): number {
  */
 function cpuBoundMetrics(run: RunResult, runs: RunResult[]): Metric[] {
   const scenarios = [...new Set(runs.flatMap((r) => r.steps.map((s) => s.scenario)))].filter(
-    (s) => s === 'P2P relay' || s.startsWith('MUC fan-out'),
+    (s) => s === 'P2P relay' || s === REDIS_SCENARIO || s.startsWith('MUC fan-out'),
   );
   const handshake = run.steps.find((s) => s.scenario === 'handshakes')?.serverCpuMsPer1000;
   const handshakes: Metric[] = handshake
@@ -121,23 +137,39 @@ function cpuBoundMetrics(run: RunResult, runs: RunResult[]): Metric[] {
       const x = Math.max(...common);
       const step = run.steps.find((s) => s.scenario === scenario && s.x === x);
       if (!step?.serverCpuMsPer1000) return [];
-      const unit = scenario === 'P2P relay' ? 'messages' : 'deliveries';
+      const unit = scenario.startsWith('MUC') ? 'deliveries' : 'messages';
+      const redis: Metric[] =
+        step.redisCpuMsPer1000 === undefined
+          ? []
+          : [
+              {
+                scenario,
+                metric: `of which redis-server, per 1,000 ${unit} at ${x}/s (ms)`,
+                value: step.redisCpuMsPer1000,
+                generatorSaturated: false,
+              },
+            ];
       return [
         { scenario, metric: `server CPU per 1,000 ${unit} at ${x}/s (ms)`, value: step.serverCpuMsPer1000, generatorSaturated: false },
+        ...redis,
         {
           scenario,
           metric: `CPU-bound ceiling, ${unit}/s on one core (from CPU time at ${x}/s)`,
           value: 1e6 / step.serverCpuMsPer1000,
           generatorSaturated: false,
-          target: { op: '>=', ratio: 0.9 },
+          target: { op: '>=', ratio: scenario === REDIS_SCENARIO ? 0.5 : 0.9 },
         },
       ];
     }),
   );
 }
 
-/** One row per (scenario, metric): the median of each server's runs and their ratio. */
-export function summarize(measured: RunResult[]): Row[] {
+/**
+ * One row per (scenario, metric): the median of each side's runs and their ratio; `pair` names the
+ * runs under test and the reference (JSONgle-Server and the baseline, or two processes and one).
+ */
+export function summarize(measured: RunResult[], pair: [Setup, Setup] = MAIN_PAIR): Row[] {
+  const [tested, reference] = pair;
   const runs = measured.map((run) => ({ ...run, metrics: [...run.metrics, ...cpuBoundMetrics(run, measured)] }));
   const keys: { scenario: string; metric: string }[] = [];
   const seen = new Set<string>();
@@ -152,10 +184,10 @@ export function summarize(measured: RunResult[]): Row[] {
   const order = [...new Set(keys.map((k) => k.scenario))];
   keys.sort((a, b) => order.indexOf(a.scenario) - order.indexOf(b.scenario));
   return keys.map(({ scenario, metric }) => {
-    const of = (kind: ServerKind) =>
+    const of = (kind: Setup) =>
       runs.flatMap((r) => (r.kind === kind ? r.metrics.filter((m) => m.scenario === scenario && m.metric === metric) : []));
-    const mine = of('ours');
-    const theirs = of('baseline');
+    const mine = of(tested);
+    const theirs = of(reference);
     const ours = mine.length > 0 ? median(mine.map((m) => m.value)) : undefined;
     const baseline = theirs.length > 0 ? median(theirs.map((m) => m.value)) : undefined;
     const target = [...mine, ...theirs].find((m) => m.target)?.target;
@@ -164,8 +196,9 @@ export function summarize(measured: RunResult[]): Row[] {
     if (saturated) flags.push('generator > 0.8');
     const other = Math.max(0, ...[...mine, ...theirs].map((m) => m.otherCores ?? 0));
     if (other >= NOISY_CORES) flags.push(`other processes busy: up to ${other.toFixed(1)} cores`);
-    if (mine.some((m) => m.atLeast)) flags.push('ours: ≥ (ramp top reached)');
-    if (theirs.some((m) => m.atLeast)) flags.push('baseline: ≥ (ramp top reached)');
+    const name = (kind: Setup) => (kind === 'cluster' ? 'two processes' : pair.includes('cluster') ? 'one process' : kind);
+    if (mine.some((m) => m.atLeast)) flags.push(`${name(tested)}: ≥ (ramp top reached)`);
+    if (theirs.some((m) => m.atLeast)) flags.push(`${name(reference)}: ≥ (ramp top reached)`);
     const ratio = ours !== undefined && baseline !== undefined && baseline !== 0 && !saturated ? ours / baseline : undefined;
     let verdict = '';
     if (target) {

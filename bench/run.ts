@@ -2,19 +2,18 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as prettier from 'prettier';
-import { BENCH_DIR, build, Harness, pinSelf, sleep } from './harness';
+import { BENCH_DIR, build, cleanBuild, CLUSTER_PROCESSES, Harness, pinSelf, redisServerAvailable, sleep, type Setup } from './harness';
 import { parseArgs, type Options, type ScenarioName } from './plans';
 import { profileMarkdown, summarizeProfile } from './profile';
 import { latencyChart, markdown } from './report';
-import { summarize, type Report, type RunResult } from './results';
-import { capacity, handshakes, muc, relay, type ScenarioResult } from './scenarios';
-import type { ServerKind } from './server-child';
+import { REDIS_PAIR, summarize, type Report, type RunResult } from './results';
+import { capacity, handshakes, muc, redisRelay, relay, type ScenarioResult } from './scenarios';
 
 /**
- * `npm run bench` (full, < 15 min), `npm run bench -- --quick` (about a minute), `--smoke` (seconds,
- * for the test). Also `--only relay,muc`, `--out DIR`, `--generators N`; `--profile`: both servers
- * under the V8 profiler, one process per scenario, summarised into PROFILE.md; `--report`: RESULTS.md
- * written again from the last results.json.
+ * `npm run bench` (full, < 15 min), `npm run bench -- --quick` (a few minutes), `--smoke` (seconds,
+ * for the test). Also `--only relay,muc,redis`, `--out DIR`, `--generators N`; `--profile`: both
+ * servers under the V8 profiler, one process per scenario (for redis: the two clustered processes),
+ * summarised into PROFILE.md; `--report`: RESULTS.md written again from the last results.json.
  */
 
 const SCENARIO_RUNNERS: Record<ScenarioName, (h: Harness, plan: Options['plan'], tag: string) => Promise<ScenarioResult>> = {
@@ -22,7 +21,10 @@ const SCENARIO_RUNNERS: Record<ScenarioName, (h: Harness, plan: Options['plan'],
   handshakes,
   relay,
   muc,
+  redis: redisRelay,
 };
+
+const REDIS_MISSING = '/usr/bin/redis-server is not installed here (apt-get install redis-server, as .ci/run does).';
 
 const CHART_FILE = 'latency-vs-load.svg';
 
@@ -47,15 +49,17 @@ function machine(): Report['machine'] {
 
 async function compare(options: Options, h: Harness): Promise<RunResult[]> {
   const runs: RunResult[] = [];
-  const count: Record<ServerKind, number> = { ours: 0, baseline: 0 };
+  const count: Record<Setup, number> = { ours: 0, baseline: 0, cluster: 0 };
+  const scenarios = options.only.filter((s) => s !== 'redis');
+  if (scenarios.length === 0) return runs;
   for (const kind of options.plan.order) {
     const index = ++count[kind];
     const tag = `${kind === 'ours' ? 'JSONgle-Server' : 'baseline'}#${index}`;
-    await h.startServer(kind);
+    await h.start(kind);
     h.progress(`${tag} started at ${h.url}`);
     const run: RunResult = { kind, index, metrics: [], steps: [] };
     try {
-      for (const scenario of options.only) {
+      for (const scenario of scenarios) {
         h.progress(`${tag} ${scenario}…`);
         const result = await SCENARIO_RUNNERS[scenario](h, options.plan, tag);
         run.metrics.push(...result.metrics);
@@ -66,9 +70,34 @@ async function compare(options: Options, h: Harness): Promise<RunResult[]> {
     }
     runs.push(run);
     // Lets the sockets of the last run close before the next server starts.
-    await sleep(500);
+    await sleep(options.plan.settleMs);
   }
   return runs;
+}
+
+/** Scenario 5: the P2P relay on one process and on two through Redis, interleaved as the plan says. */
+async function compareRedis(options: Options, h: Harness): Promise<Report['redis']> {
+  if (!options.only.includes('redis')) return undefined;
+  if (!redisServerAvailable()) {
+    h.progress(`*** scenario 5 (Redis) SKIPPED: ${REDIS_MISSING} ***`);
+    return { skipped: REDIS_MISSING };
+  }
+  const runs: RunResult[] = [];
+  const count = { ours: 0, cluster: 0 };
+  for (const setup of options.plan.redis.order) {
+    const index = ++count[setup];
+    const tag = `${setup === 'cluster' ? `${CLUSTER_PROCESSES} processes + Redis` : 'one process'}#${index}`;
+    await h.start(setup);
+    h.progress(`${tag} started at ${h.urls.join(', ')}`);
+    try {
+      const result = await redisRelay(h, options.plan, tag);
+      runs.push({ kind: setup, index, ...result });
+    } finally {
+      await h.stopServer();
+    }
+    await sleep(options.plan.settleMs);
+  }
+  return { runs, rows: summarize(runs, REDIS_PAIR), processes: CLUSTER_PROCESSES };
 }
 
 async function profile(options: Options, h: Harness): Promise<string> {
@@ -76,18 +105,25 @@ async function profile(options: Options, h: Harness): Promise<string> {
   mkdirSync(dir, { recursive: true });
   const sections: string[] = [];
   for (const scenario of options.only.filter((s) => s !== 'capacity')) {
-    for (const kind of ['ours', 'baseline'] as const) {
-      const file = path.join(dir, `${kind}-${scenario}.cpuprofile`);
-      await h.startServer(kind);
-      h.progress(`profiling ${kind} in ${scenario}`);
+    const setups: Setup[] = scenario === 'redis' ? (redisServerAvailable() ? ['cluster'] : []) : ['ours', 'baseline'];
+    for (const setup of setups) {
+      const file = path.join(dir, `${setup}-${scenario}.cpuprofile`);
+      await h.start(setup);
+      h.progress(`profiling ${setup} in ${scenario}`);
+      let files: string[] = [];
       try {
         await h.startProfile();
-        await SCENARIO_RUNNERS[scenario](h, options.plan, `${kind}(profiled)`);
-        await h.stopProfile(file);
+        await SCENARIO_RUNNERS[scenario](h, options.plan, `${setup}(profiled)`);
+        files = await h.stopProfile(file);
       } finally {
         await h.stopServer();
       }
-      sections.push(profileMarkdown(`${kind === 'ours' ? 'JSONgle-Server' : 'baseline'}, ${scenario}`, summarizeProfile(file)));
+      const name = setup === 'ours' ? 'JSONgle-Server' : setup === 'baseline' ? 'baseline' : 'JSONgle-Server through Redis, process';
+      files.forEach((f, i) =>
+        sections.push(
+          profileMarkdown(`${name}${setup === 'cluster' ? ` ${String.fromCharCode(65 + i)}` : ''}, ${scenario}`, summarizeProfile(f)),
+        ),
+      );
     }
   }
   return sections.join('\n');
@@ -108,19 +144,25 @@ function notes(outDir: string): string | undefined {
 
 /** RESULTS.md, the chart and results.json; the rows are summarised again from the runs. */
 async function writeReport(outDir: string, report: Report): Promise<void> {
-  const full: Report = { ...report, rows: summarize(report.runs), profileNote: notes(outDir) };
+  const redis = report.redis && 'runs' in report.redis ? { ...report.redis, rows: summarize(report.redis.runs, REDIS_PAIR) } : report.redis;
+  const full: Report = { ...report, rows: summarize(report.runs), redis, profileNote: notes(outDir) };
   const chart = latencyChart(full.runs, 'P2P relay');
   if (chart) writeFileSync(path.join(outDir, CHART_FILE), chart);
   await writeFormatted(path.join(outDir, 'RESULTS.md'), markdown(full, chart ? CHART_FILE : undefined));
   await writeFormatted(path.join(outDir, 'results.json'), JSON.stringify(full));
   console.log('summary (JSONgle-Server / baseline = ratio):');
   const fmt = (n: number | undefined) => (n === undefined ? '–' : n.toFixed(2));
-  for (const row of full.rows) {
+  const print = (row: Report['rows'][number]) => {
     const ratio = row.ratio === undefined ? '' : ` = ${row.ratio.toFixed(2)}×`;
     console.log(
       `  ${row.scenario} | ${row.metric}: ${fmt(row.ours)} / ${fmt(row.baseline)}${ratio} ${row.verdict} ${row.flags.join('; ')}`,
     );
-  }
+  };
+  full.rows.forEach(print);
+  if (redis && 'rows' in redis) {
+    console.log('scenario 5 (two processes through Redis / one process = ratio):');
+    redis.rows.forEach(print);
+  } else if (redis) console.log(`scenario 5 not run: ${redis.skipped}`);
 }
 
 async function main(): Promise<void> {
@@ -155,12 +197,13 @@ async function main(): Promise<void> {
         `# Where the server's CPU goes (\`npm run bench -- --profile${options.plan.mode === 'full' ? '' : ` --${options.plan.mode}`}\`)\n\n` +
           `Taken ${new Date().toISOString().slice(0, 10)} with V8's sampling profiler (what \`node --cpu-prof\` uses, started over node:inspector ` +
           `in the server child just before the scenario and stopped just after, so that start-up is left out; 250 µs sampling), ` +
-          `same loads as the ${options.plan.mode} bench; noisy shared machine. Line numbers are those of the tsc output in bench/out/build.\n\n${text}`,
+          `same loads as the ${options.plan.mode} bench; noisy shared machine. Line numbers are those of the compiled JavaScript in bench/out/build/<pid> (TypeScript's emit, file by file).\n\n${text}`,
       );
       h.progress(`wrote ${file}`);
       return;
     }
     const runs = await compare(options, h);
+    const redis = await compareRedis(options, h);
     info.loadEnd = os.loadavg();
     await writeReport(options.outDir, {
       mode: options.plan.mode,
@@ -171,10 +214,12 @@ async function main(): Promise<void> {
       generators: options.generators,
       rows: [],
       runs,
+      redis,
     });
     h.progress(`wrote ${path.join(options.outDir, 'RESULTS.md')} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     await h.stop();
+    cleanBuild();
   }
 }
 

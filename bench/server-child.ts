@@ -17,8 +17,10 @@ import { serve } from './ipc';
 export type ServerKind = 'ours' | 'baseline';
 
 export interface ServerStats {
-  /** process.cpuUsage() user + system, µs since start. */
+  /** process.cpuUsage() user + system, µs since start (for a cluster: its processes' and redis-server's). */
   cpuUs: number;
+  /** A cluster's redis-server's share of cpuUs (from /proc, 10 ms resolution). */
+  redisCpuUs?: number;
   rss: number;
   heapUsed: number;
   heapTotal: number;
@@ -32,11 +34,15 @@ export interface ServerStats {
   connections: number;
 }
 
-/** Passed by bench/run.ts: this file runs compiled from bench/out/build. */
+/** Passed by bench/harness.ts: this file runs compiled from bench/out/build. */
 const PROJECT_ROOT = process.argv[3] ?? process.cwd();
 const argument = process.argv[2];
-if (argument !== 'ours' && argument !== 'baseline') throw new Error(`usage: server-child.ts ours|baseline (got ${String(argument)})`);
+/** Scenario 5: one of several JSONgle-Server processes sharing this Redis (registry and Socket.IO adapter). */
+const REDIS_URL = process.argv[4];
+if (argument !== 'ours' && argument !== 'baseline')
+  throw new Error(`usage: server-child.js ours|baseline <project root> [redisUrl] (got ${String(argument)})`);
 const kind: ServerKind = argument;
+if (kind === 'baseline' && REDIS_URL !== undefined) throw new Error('the baseline has no Redis mode');
 
 async function main(): Promise<void> {
   const logDir = mkdtempSync(path.join(tmpdir(), 'jsongle-bench-'));
@@ -44,6 +50,8 @@ async function main(): Promise<void> {
   // plain HTTP (useHTTPS=false, as behind a TLS proxy), no capacity or per-address cap in the
   // way, MUC rooms of 50, and a per-connection rate limit above what the generator sends
   // (the limiter still runs on every message). The log file stays at debug as in production.
+  // With a Redis URL (scenario 5, ours only), the rest stays the same: reconnectGraceMs and the
+  // heartbeat keep their defaults.
   const config = loadConfig(
     {
       wsPort: '0',
@@ -55,6 +63,7 @@ async function main(): Promise<void> {
       maxMembersPerMultiRoom: '50',
       maxMessagesPerSecond: '1000',
       demo: 'false',
+      ...(REDIS_URL === undefined ? {} : { redisUrl: REDIS_URL }),
     },
     PROJECT_ROOT,
   );
