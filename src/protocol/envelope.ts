@@ -74,10 +74,6 @@ export function jsonSchemaDocument(version: string): Record<string, unknown> {
   ) as Record<string, unknown>;
 }
 
-export type HelloResult = Static<typeof HelloResultSchema>;
-export type RoomRequest = Static<typeof RoomRequestSchema>;
-export type MetricsReport = Static<typeof MetricsReportSchema>;
-
 const envelopeCheck = TypeCompiler.Compile(ClientEnvelopeSchema);
 
 function isObject(value: unknown): value is Record<string, unknown> {
