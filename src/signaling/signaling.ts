@@ -3,13 +3,14 @@ import type { Config } from '../config';
 import type { Logger } from '../observability/logger';
 import type { Metrics } from '../observability/metrics';
 import { envelope, helloRequest, sessionError } from '../protocol/messages';
-import { RegistryUnavailable, type DetachOutcome, type Registry } from '../registry/registry';
+import type { Registry } from '../registry/registry';
 import { connectionGate } from './connection-gate';
+import { reconnectGrace, RESUME_BUFFER_LIMIT } from './reconnect-grace';
 import { createDispatcher } from './dispatcher';
 import { announceDeparture } from './handlers/session-leave';
 import { Session } from './session';
 import type { Envelope } from '../protocol/envelope';
-import type { HandlerContext, SignalingServer, SignalingSocket, SocketData } from './types';
+import type { HandlerContext, SignalingServer, SignalingSocket } from './types';
 
 export interface Signaling {
   /** Tells every connection of this process that the server is going away (before it closes them). */
@@ -18,12 +19,6 @@ export interface Signaling {
   drain(): Promise<void>;
 }
 
-/** Disconnect reasons of a connection that dropped rather than closed: its session is held. */
-const HOLDABLE_REASONS: ReadonlySet<string> = new Set(['transport close', 'transport error', 'ping timeout']);
-/** How soon a held session's expiry is asked again when the registry did not answer. */
-const EXPIRY_RETRY_MS = 1000;
-/** Messages kept for a held session: the newest, should it be away long. */
-const RESUME_BUFFER_LIMIT = 256;
 /** How a `jsongle` event of the default namespace starts on the wire (a Socket.IO EVENT packet). */
 const JSONGLE_FRAME = '2["jsongle",';
 
@@ -115,80 +110,29 @@ export function attachSignaling(
     if (session.member) for (const room of rooms) announceDeparture(context, room, session.member);
   };
 
-  /** Held sessions (issue #9), by connection: their grace timers, ended early by a shutdown. */
-  const held = new Map<string, { timer: NodeJS.Timeout; expire: () => Promise<void> }>();
-
-  /**
-   * The connection ended: a dropped one keeps its session for reconnectGraceMs, a closed one
-   * (or one another connection took over) does not.
-   */
-  const detach = async (socket: SignalingSocket, session: Session, reason: string) => {
-    gate.forget(socket);
-    const graceMs = HOLDABLE_REASONS.has(reason) ? config.reconnectGraceMs : 0;
-    let outcome: DetachOutcome = 'gone';
-    try {
-      if (session.member) outcome = await registry.detach(session.sid, session.connection, graceMs);
-    } catch {
-      // The registry cannot hold it now: close it, which the registry records once it is back.
-    }
-    if (outcome === 'gone') return closeSession(session);
-    if (outcome === 'taken-over') return;
-    session.log.debug('session held for a resume', { graceMs });
-    const expire = async (): Promise<void> => {
-      held.delete(session.connection);
-      try {
-        if (await registry.expire(session.sid, session.connection)) await closeSession(session);
-      } catch (error) {
-        if (!(error instanceof RegistryUnavailable)) throw error;
-        // Whether it was resumed meanwhile is unknown until the registry answers: ask again.
-        schedule(EXPIRY_RETRY_MS);
-      }
-    };
-    const schedule = (delayMs: number) => {
-      const timer = setTimeout(() => {
-        const cleanup = expire()
-          .catch((error: unknown) => {
-            session.log.error('clean-up after the reconnect grace failed', { error: String(error) });
-          })
-          .finally(() => cleanups.delete(cleanup));
-        cleanups.add(cleanup);
-      }, delayMs);
-      held.set(session.connection, { timer, expire });
-    };
-    schedule(graceMs);
-  };
-
-  /** A connection presented a session's resume token: it takes the session, its seats and its buffer. */
-  const resume = async (socket: SignalingSocket, session: Session, resuming: NonNullable<SocketData['resuming']>) => {
-    const buffered = await registry.resume(session.sid, session.connection);
-    if (!buffered) {
-      // The grace ran out between the token check and now: start afresh, counted again.
-      session.member = undefined;
-      await registry.openConnection(session.sid, Number.MAX_SAFE_INTEGER);
-      send(helloRequest(config.id, session.sid, session.helloTransaction, { ...deps.about, connected: new Date().toJSON() }));
-      return;
-    }
-    session.member = resuming.member;
-    session.log.debug('session resumed', { buffered: buffered.length, takeover: !resuming.held });
-    socket.emit(
-      'jsongle',
-      envelope(config.id, session.sid, {
-        action: 'session-event',
-        event: 'resumed',
-        description: { resume: resuming.token, member: resuming.member, buffered: buffered.length, resumed: new Date().toJSON() },
-      }),
-    );
-    for (const message of buffered) socket.emit('jsongle', message);
-    if (!resuming.held && resuming.previousConnection !== session.connection) {
-      // A second connection with the token takes the seat over: the first is told, then closed
-      // without an automatic reconnect (an 'io server disconnect'), wherever it is connected.
-      io.to(resuming.previousConnection).emit(
+  const grace = reconnectGrace({
+    config,
+    registry,
+    send,
+    closeSession,
+    forget: (socket) => gate.forget(socket),
+    track: (cleanup) => {
+      cleanups.add(cleanup);
+      void cleanup.finally(() => cleanups.delete(cleanup));
+    },
+    replace: (previousConnection, sid) => {
+      // Wherever the first connection is (this process or another): told, then closed without an
+      // automatic reconnect (an 'io server disconnect').
+      io.to(previousConnection).emit(
         'jsongle',
-        envelope(config.id, session.sid, { action: 'session-event', event: 'replaced', description: { replaced: new Date().toJSON() } }),
+        envelope(config.id, sid, { action: 'session-event', event: 'replaced', description: { replaced: new Date().toJSON() } }),
       );
-      io.in(resuming.previousConnection).disconnectSockets(true);
-    }
-  };
+      io.in(previousConnection).disconnectSockets(true);
+    },
+    restart: (session) => {
+      send(helloRequest(config.id, session.sid, session.helloTransaction, { ...deps.about, connected: new Date().toJSON() }));
+    },
+  });
 
   io.on('connection', (socket) => {
     const { sessionId, probe, openedAt, resuming } = socket.data;
@@ -253,7 +197,7 @@ export function attachSignaling(
       const cleanup = new Promise((resolve) => setImmediate(resolve))
         .then(() => {
           session.closed = true;
-          return session.enqueue(() => detach(socket, session, reason));
+          return session.enqueue(() => grace.detach(socket, session, reason));
         })
         .catch((error: unknown) => {
           session.log.error('clean-up after disconnect failed', { error: String(error) });
@@ -265,7 +209,7 @@ export function attachSignaling(
     if (resuming) {
       // Queued first: the client's own messages are handled once it has its session back.
       session
-        .enqueue(() => resume(socket, session, resuming))
+        .enqueue(() => grace.resume(socket, session, resuming))
         .catch((error: unknown) => {
           session.log.error('resume failed', { error: String(error) });
           socket.disconnect(true);
@@ -286,14 +230,7 @@ export function attachSignaling(
       }
     },
     async drain() {
-      // Shutting down: held sessions will not be resumed here, so their rooms are told now.
-      for (const { timer, expire } of held.values()) {
-        clearTimeout(timer);
-        const cleanup: Promise<void> = expire()
-          .catch(() => undefined)
-          .finally(() => cleanups.delete(cleanup));
-        cleanups.add(cleanup);
-      }
+      grace.expireAll();
       while (cleanups.size > 0) await Promise.all([...cleanups]);
     },
   };
