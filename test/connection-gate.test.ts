@@ -1,7 +1,7 @@
 import { io } from 'socket.io-client';
 import type { Envelope } from '../src/protocol/envelope';
 import { connect, DEFAULT_TIMEOUT_MS, refusal, TestClient } from './helpers/client';
-import { startServer, type TestServer } from './helpers/server';
+import { startServer, withServer, type TestServer } from './helpers/server';
 
 /** PROTOCOL.md §2: the gate in front of every connection (token, capacity, per-address limit, identity). */
 
@@ -93,15 +93,11 @@ describe('the application token, when appToken is set', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ appToken: TOKEN });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ appToken: TOKEN }),
+    (started) => (server = started),
+    clients,
+  );
 
   test.each<[string, Record<string, unknown> | undefined]>([
     ['a wrong token of the same length', { appToken: 'app-token-9876543210' }],
@@ -138,15 +134,11 @@ describe('an open server, when appToken is empty', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ appToken: '' });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ appToken: '' }),
+    (started) => (server = started),
+    clients,
+  );
 
   test.each<[string, Record<string, unknown> | undefined]>([
     ['any token', { appToken: 'whatever-the-client-says' }],
@@ -165,15 +157,11 @@ describe('maxConcurrentUsers = 2', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ maxConcurrentUsers: '2' });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ maxConcurrentUsers: '2' }),
+    (started) => (server = started),
+    clients,
+  );
 
   test('the third connection gets server-full / 503001, is not counted, and a seat freed by a close is given again', async () => {
     const first = await connect(server.wsUrl);
@@ -204,15 +192,11 @@ describe('maxConnectionsPerAddress = 3', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ maxConnectionsPerAddress: '3' });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ maxConnectionsPerAddress: '3' }),
+    (started) => (server = started),
+    clients,
+  );
 
   test('the 4th connection from 127.0.0.1 gets too-many-connections / 429002; a close frees a slot', async () => {
     for (let i = 0; i < 3; i++) clients.push(await connect(server.wsUrl));
@@ -233,15 +217,11 @@ describe('refused connections hold no slot', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ appToken: TOKEN, maxConcurrentUsers: '2', maxConnectionsPerAddress: '3' });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ appToken: TOKEN, maxConcurrentUsers: '2', maxConnectionsPerAddress: '3' }),
+    (started) => (server = started),
+    clients,
+  );
 
   test('connections refused as unauthorized or server-full do not use up the per-address allowance', async () => {
     for (let i = 0; i < 5; i++) expectRefusal(await refusal(server.wsUrl, { appToken: 'wrong' }), 'unauthorized', 401001);
@@ -260,15 +240,11 @@ describe('session identity', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer();
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer(),
+    (started) => (server = started),
+    clients,
+  );
 
   test('each accepted connection gets a distinct UUID, used as `to` in everything the server sends it', async () => {
     const sids: string[] = [];

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { io } from 'socket.io-client';
 import type { Envelope } from '../src/protocol/envelope';
 import { connect, connectAs, refusal, type TestClient } from './helpers/client';
-import { startServer, type TestServer } from './helpers/server';
+import { startServer, withServer, type TestServer } from './helpers/server';
 import { DroppableWebSocket, connectDroppable, drop, eventually } from './fixtures/droppable-client';
 
 /**
@@ -66,15 +66,11 @@ describe('maxMessagesPerSecond = 10 (burst 20): one member floods its room', () 
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ maxMessagesPerSecond: String(RATE) });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ maxMessagesPerSecond: String(RATE) }),
+    (started) => (server = started),
+    clients,
+  );
 
   test("the flooder gets 429001 for its excess while the other member's messages keep flowing both ways", async () => {
     const rid = 'flooded-room';
@@ -162,15 +158,11 @@ describe('maxMessageBytes = 2048: bursts of oversized envelopes', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ maxMessageBytes: String(LIMIT) });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ maxMessageBytes: String(LIMIT) }),
+    (started) => (server = started),
+    clients,
+  );
 
   async function pair(rid: string, first: string, second: string, join: 'join' | 'mucJoin'): Promise<[TestClient, TestClient]> {
     const a = await connectAs(server.wsUrl, first);

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Envelope } from '../src/protocol/envelope';
 import { connectAs, DEFAULT_TIMEOUT_MS, type TestClient } from './helpers/client';
-import { startServer, type TestServer } from './helpers/server';
+import { startServer, withServer, type TestServer } from './helpers/server';
 
 /** PROTOCOL.md §6 (limits on input) and §7 (errors): bad input gets an error, never a dead connection. */
 
@@ -104,15 +104,11 @@ describe('malformed input after the hello', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer();
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer(),
+    (started) => (server = started),
+    clients,
+  );
 
   async function helloed(uid = 'sender'): Promise<TestClient> {
     const client = await connectAs(server.wsUrl, uid);
@@ -191,15 +187,11 @@ describe('protocol errors (§7)', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer();
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer(),
+    (started) => (server = started),
+    clients,
+  );
 
   test('an unknown action gets session-error 405001', async () => {
     const client = await connectAs(server.wsUrl, 'alice');
@@ -253,15 +245,11 @@ describe('maxMessageBytes = 2048', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ maxMessageBytes: String(LIMIT) });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ maxMessageBytes: String(LIMIT) }),
+    (started) => (server = started),
+    clients,
+  );
 
   test('a 4 KB envelope gets session-error 413001, is not relayed, and the connection survives', async () => {
     const [alice, bob] = await pairInRoom(server, 'big-room');
@@ -322,15 +310,11 @@ describe('maxMessagesPerSecond = 5 (burst 10)', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ maxMessagesPerSecond: '5' });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ maxMessagesPerSecond: '5' }),
+    (started) => (server = started),
+    clients,
+  );
 
   /** Sends one session-text and resolves with what the sender gets for it: its ack or a 429001. */
   async function sendOne(sender: TestClient, rid: string): Promise<{ mid: string; answer: Envelope }> {

@@ -1,5 +1,5 @@
 import { connectAs, type TestClient } from './helpers/client';
-import { startServer, type TestServer } from './helpers/server';
+import { startServer, withServer, type TestServer } from './helpers/server';
 
 const BUSINESS_METRICS = {
   users_count: 'gauge',
@@ -30,15 +30,11 @@ describe('metrics', () => {
 
   const stats = async (): Promise<Stats> => (await server.rest().get('/stats').expect(200)).body as Stats;
 
-  beforeAll(async () => {
-    server = await startServer();
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer(),
+    (started) => (server = started),
+    clients,
+  );
 
   test("GET /metrics is Prometheus text with the registry's content type, the seven business metrics and Node's", async () => {
     const res = await server.rest().get('/metrics').expect(200);

@@ -1,5 +1,5 @@
 import { connectAs, type TestClient } from './helpers/client';
-import { startServer, type TestServer } from './helpers/server';
+import { startServer, withServer, type TestServer } from './helpers/server';
 
 // Jest's asymmetric matchers are typed `any`; held as `unknown` they go in expected objects safely.
 const A_UUID: unknown = expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
@@ -9,15 +9,11 @@ describe('a P2P call between two users', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer();
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer(),
+    (started) => (server = started),
+    clients,
+  );
 
   test('join, propose, relay with from = rid and to = recipient', async () => {
     const alice = await connectAs(server.wsUrl, 'alice', { dn: 'Alice' });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Envelope } from '../src/protocol/envelope';
 import { connectAs, type TestClient } from './helpers/client';
-import { startServer, type TestServer } from './helpers/server';
+import { startServer, withServer, type TestServer } from './helpers/server';
 
 /**
  * PROTOCOL.md §5: what a room's members receive of each other's messages, the rules checked in
@@ -100,15 +100,11 @@ describe('relaying (PROTOCOL.md §5)', () => {
     return [alice, bob, carol];
   };
 
-  beforeAll(async () => {
-    server = await startServer();
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer(),
+    (started) => (server = started),
+    clients,
+  );
 
   test('P2P: from = rid, to = recipient, id kept, a sent time kept, relayed added, every other field unchanged', async () => {
     const [alice, bob] = await pair('relay-p2p');
@@ -340,15 +336,11 @@ describe('session-metrics and relay metrics (PROTOCOL.md §5, §9)', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer();
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer(),
+    (started) => (server = started),
+    clients,
+  );
 
   test('session-metrics is read into /metrics and not relayed; relays are counted by action', async () => {
     const alice = await connectAs(server.wsUrl, 'alice');
@@ -420,15 +412,11 @@ describe('byte counters recv_total and sent_total (PROTOCOL.md §9)', () => {
   const FRAMING = 16;
   const json = (value: unknown) => Buffer.byteLength(JSON.stringify(value));
 
-  beforeAll(async () => {
-    server = await startServer();
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer(),
+    (started) => (server = started),
+    clients,
+  );
 
   test('a MUC message counts once in recv_total and once per delivered copy (and the receipt) in sent_total', async () => {
     const [alice, bob, carol] = await Promise.all(['alice', 'bob', 'carol'].map((uid) => connectAs(server.wsUrl, uid)));

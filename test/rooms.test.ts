@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Envelope } from '../src/protocol/envelope';
 import { connectAs, type TestClient } from './helpers/client';
-import { startServer, type TestServer } from './helpers/server';
+import { startServer, withServer, type TestServer } from './helpers/server';
 
 /** PROTOCOL.md §4: session-join, muc-join, session-leave, and the joined/left events. */
 
@@ -101,15 +101,11 @@ describe('rooms (PROTOCOL.md §4)', () => {
     return client;
   };
 
-  beforeAll(async () => {
-    server = await startServer({ maxMembersPerMultiRoom: '3', maxMultiRoomPerUser: '2' });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ maxMembersPerMultiRoom: '3', maxMultiRoomPerUser: '2' }),
+    (started) => (server = started),
+    clients,
+  );
 
   test('session-join answers { rid, members, joined } with the members already there, and tells them', async () => {
     const alice = await open('alice', 'Alice');
@@ -376,15 +372,11 @@ describe('rooms disappear with their last member (PROTOCOL.md §4, §9)', () => 
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer();
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer(),
+    (started) => (server = started),
+    clients,
+  );
 
   test('after everyone leaves or disconnects, the registry has no room and conferences_count is 0', async () => {
     const stats = async () => (await server.rest().get('/stats').expect(200)).body as Record<string, number>;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { io } from 'socket.io-client';
 import type { Envelope } from '../src/protocol/envelope';
 import { connect, connectAs, DEFAULT_TIMEOUT_MS, TestClient } from './helpers/client';
-import { PROJECT_ROOT, startServer, type TestServer } from './helpers/server';
+import { PROJECT_ROOT, startServer, withServer, type TestServer } from './helpers/server';
 
 /** PROTOCOL.md §3: the session-hello that opens every connection. */
 
@@ -62,15 +62,11 @@ describe('session-hello', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer();
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer(),
+    (started) => (server = started),
+    clients,
+  );
 
   async function open(): Promise<{ client: TestClient; request: Envelope }> {
     const client = await connect(server.wsUrl);
@@ -254,15 +250,11 @@ describe('helloTimeoutMs = 300', () => {
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ helloTimeoutMs: '300' });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ helloTimeoutMs: '300' }),
+    (started) => (server = started),
+    clients,
+  );
 
   /**
    * Opens a connection whose `disconnect` is listened to from the start (so that it cannot be

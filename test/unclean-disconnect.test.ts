@@ -4,7 +4,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Envelope } from '../src/protocol/envelope';
 import { connectAs, type TestClient } from './helpers/client';
-import { startServer, type TestServer } from './helpers/server';
+import { startServer, withServer, type TestServer } from './helpers/server';
 import { eventually } from './fixtures/droppable-client';
 
 /**
@@ -195,15 +195,11 @@ describe.each([
   let server: TestServer;
   const clients: TestClient[] = [];
 
-  beforeAll(async () => {
-    server = await startServer({ useHTTPS });
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await server.close();
-  });
+  withServer(
+    () => startServer({ useHTTPS }),
+    (started) => (server = started),
+    clients,
+  );
 
   async function pairInRoom(rid: string): Promise<[TestClient, TestClient]> {
     const alice = await connectAs(server.wsUrl, 'alice');

@@ -55,3 +55,21 @@ export async function startServer(settings: Record<string, string> = {}): Promis
     },
   };
 }
+
+/**
+ * The hooks every integration test file needs: one server for the describe block, started before
+ * its tests and closed after them, and the clients a test opened closed after each test.
+ */
+export function withServer(start: () => Promise<TestServer>, use: (server: TestServer) => void, clients: { close(): void }[]): void {
+  let server: TestServer | undefined;
+  beforeAll(async () => {
+    server = await start();
+    use(server);
+  });
+  afterEach(() => {
+    for (const client of clients.splice(0)) client.close();
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+}
