@@ -14,7 +14,7 @@ export default tseslint.config(
       '@typescript-eslint/no-confusing-void-expression': 'off',
       // Flags winston's transports, whose typings declare a class the package does not export as such.
       '@typescript-eslint/no-unsafe-class-instance-assignment': 'off',
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
     },
   },
   {

@@ -30,10 +30,19 @@ async function main(): Promise<void> {
       console.error(`jsongle-server: shutdown took over ${SHUTDOWN_TIMEOUT_MS} ms, exiting anyway`);
       process.exit(1);
     }, SHUTDOWN_TIMEOUT_MS).unref();
-    void server
+    server
       .close()
-      .then(() => server.logging.close())
-      .then(() => process.exit(0));
+      .then(
+        () => server.logging.close(),
+        (error: unknown) => {
+          logger.error('shutdown failed', { module: 'process', error: String(error) });
+          return server.logging.close().then(() => process.exit(1));
+        },
+      )
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -89,9 +89,22 @@ export async function createServer(config: Readonly<Config>, deps: { logging?: L
     clustered: shared !== undefined,
   });
   // Socket.IO keeps each connection's first HTTP request, headers and all, for its whole life;
-  // nothing here reads it after the handshake, so it goes (several KB per connection).
+  // nothing here reads it after the handshake, so it goes (about 1.8 KB per connection).
   io.engine.on('connection', (raw: { request: unknown }) => {
     raw.request = null;
+  });
+  // engine.io 6.6 wraps a WebSocket upgrade in a stand-in response that a 'close' listener on the
+  // TCP socket keeps alive for the connection's whole life, and with it the request. Engine.io
+  // calls its writeHead() once it is done with it, just before handing the socket to ws: from
+  // then on nothing reads its `req`, so it is let go there (bench/FINDINGS.md, memory).
+  io.engine.use((_req: http.IncomingMessage, res: http.ServerResponse, next: () => void) => {
+    if (!(res instanceof http.ServerResponse)) {
+      const upgrade = res as unknown as { req: unknown; writeHead: () => void };
+      upgrade.writeHead = () => {
+        upgrade.req = null;
+      };
+    }
+    next();
   });
 
   const port = (server: http.Server) => (server.address() as AddressInfo | null)?.port ?? 0;

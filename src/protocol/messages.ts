@@ -4,7 +4,20 @@ import { ERROR_CODES, type ErrorCode } from './errors';
 
 /** The server's own envelopes (PROTOCOL.md §1): a fresh id, `from` = the server's id. */
 
-export const now = (): string => new Date().toJSON();
+let nowMs = 0;
+let nowIso = '';
+/**
+ * The time as ISO 8601, as `new Date().toJSON()`. Formatting a date was the single most expensive
+ * call of a relay, and a busy server asks many times per millisecond: the string is kept for that.
+ */
+export function now(): string {
+  const ms = Date.now();
+  if (ms !== nowMs) {
+    nowMs = ms;
+    nowIso = new Date(ms).toJSON();
+  }
+  return nowIso;
+}
 
 export interface Member {
   /** Session identity of the connection: two devices of one user differ here. */

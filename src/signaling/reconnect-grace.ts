@@ -85,7 +85,7 @@ export function reconnectGrace(deps: {
         deps.restart(session);
         return;
       }
-      session.member = resuming.member;
+      session.helloDone(resuming.member);
       session.log.debug('session resumed', { buffered: buffered.length, takeover: !resuming.held });
       socket.emit(
         'jsongle',

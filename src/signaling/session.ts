@@ -8,9 +8,12 @@ export class Session {
   member: Member | undefined;
   /** Set once the disconnect clean-up is queued: later messages are dropped. */
   closed = false;
+  /** Disconnects the connection if its session-hello is not done in time; cleared once it is. */
+  helloTimer: NodeJS.Timeout | undefined;
   private queue: Promise<void> = Promise.resolve();
   private tokens: number;
   private refilledAt = Date.now();
+  private childLogger: Logger | undefined;
 
   constructor(
     readonly sid: string,
@@ -18,10 +21,23 @@ export class Session {
     readonly connection: string,
     /** The transaction of the server's session-hello, which the client's answer must repeat. */
     readonly helloTransaction: string,
-    readonly log: Logger,
+    private readonly logger: Logger,
     private readonly messagesPerSecond: number,
   ) {
     this.tokens = this.burst;
+  }
+
+  /** This session's logger, made on first use: most connections never log a line of their own. */
+  get log(): Logger {
+    this.childLogger ??= this.logger.child({ module: 'signaling', session: this.sid });
+    return this.childLogger;
+  }
+
+  /** The session-hello is done: its deadline goes, and with it the timer's memory. */
+  helloDone(member: Member): void {
+    this.member = member;
+    clearTimeout(this.helloTimer);
+    this.helloTimer = undefined;
   }
 
   /** §6: a burst of twice the per-second rate, refilled continuously. */

@@ -23,6 +23,16 @@ export interface Signaling {
 const JSONGLE_FRAME = '2["jsongle",';
 
 /**
+ * Writes a serialized envelope to a connection as the `jsongle` event Socket.IO's emit would
+ * send (the same frame, byte for byte), without its generic encoder, which walks the whole
+ * envelope looking for binary data JSONgle never has, and serializes it once per recipient.
+ */
+function writeFrame(socket: SignalingSocket, json: string): void {
+  // What Socket.IO's own emit checks: nothing is written to a connection that is going away.
+  if (socket.conn.readyState === 'open') socket.conn.write(`${JSONGLE_FRAME}${json}]`);
+}
+
+/**
  * Wires the JSONgle protocol onto a Socket.IO server: the gate, the session-hello, the dispatcher
  * and the clean-up of every connection however it ends.
  */
@@ -47,16 +57,31 @@ export function attachSignaling(
   // A recipient on this process is written to directly: no adapter, nothing published (and with
   // Redis, delivery within one process goes on through an outage). One elsewhere may be another
   // process's (through the adapter), or a held session's, whose messages are kept for its return.
-  const send = (message: Envelope) => {
-    const socket = local.get(message.to);
-    if (socket) {
-      socket.emit('jsongle', message);
-      return;
-    }
+  const deliverElsewhere = (message: Envelope) => {
     if (clustered) io.to(message.to).emit('jsongle', message);
     registry.bufferIfHeld(message.to, message, RESUME_BUFFER_LIMIT);
   };
-  const context: HandlerContext = { config, registry, metrics, send };
+  const send = (message: Envelope) => {
+    const socket = local.get(message.to);
+    if (socket) writeFrame(socket, JSON.stringify(message));
+    else deliverElsewhere(message);
+  };
+  // One message to several members (a MUC relay): serialized once, with `to` spliced in per
+  // recipient, instead of once per recipient (it was the largest cost of fanning out to 50).
+  const sendEach = (recipients: readonly string[], message: Omit<Envelope, 'to'>) => {
+    let rest: string | undefined;
+    for (const to of recipients) {
+      const socket = local.get(to);
+      if (!socket) {
+        deliverElsewhere({ ...message, to });
+        continue;
+      }
+      // `{"id":…}` becomes `{"to":"<sid>","id":…}`; key order means nothing in JSON.
+      rest ??= JSON.stringify(message).slice(1);
+      writeFrame(socket, `{"to":${JSON.stringify(to)},${rest}`);
+    }
+  };
+  const context: HandlerContext = { config, registry, metrics, send, sendEach };
   const dispatch = createDispatcher(context);
   const gate = connectionGate(deps);
   const cleanups = new Set<Promise<void>>();
@@ -136,13 +161,7 @@ export function attachSignaling(
 
   io.on('connection', (socket) => {
     const { sessionId, probe, openedAt, resuming } = socket.data;
-    const session = new Session(
-      sessionId,
-      socket.id,
-      randomUUID(),
-      logger.child({ module: 'signaling', session: sessionId }),
-      config.maxMessagesPerSecond,
-    );
+    const session = new Session(sessionId, socket.id, randomUUID(), logger, config.maxMessagesPerSecond);
     local.set(sessionId, socket);
     // With Redis, the session identity is also a Socket.IO room of one, which other processes emit to.
     if (clustered) void socket.join(sessionId);
@@ -150,7 +169,8 @@ export function attachSignaling(
       metrics.connectionOpened();
       inspectPackets(socket, session);
     }
-    session.log.debug('connected', { address: socket.data.address, probe });
+    if (logger.isDebugEnabled())
+      logger.debug('connected', { module: 'signaling', session: sessionId, address: socket.data.address, probe });
 
     const refuse = (code: 413001 | 429001, details: string, mid?: string) => {
       metrics.errorSent(code);
@@ -179,18 +199,19 @@ export function attachSignaling(
       void session.enqueue(() => dispatch(session, raw));
     });
 
-    const helloTimer = setTimeout(() => {
+    session.helloTimer = setTimeout(() => {
       if (session.member) return;
       session.log.info('session-hello not completed in time: disconnecting', { helloTimeoutMs: config.helloTimeoutMs });
       socket.disconnect(true);
     }, config.helloTimeoutMs);
 
     socket.on('disconnect', (reason) => {
-      clearTimeout(helloTimer);
+      clearTimeout(session.helloTimer);
       // A connection that took this session over is the session's socket now.
       if (local.get(sessionId) === socket) local.delete(sessionId);
       if (!probe) metrics.connectionClosed(openedAt);
-      session.log.debug('disconnected', { reason, uid: session.member?.uid });
+      if (logger.isDebugEnabled())
+        logger.debug('disconnected', { module: 'signaling', session: sessionId, reason, uid: session.member?.uid });
       // Packets read together with the close reach onAny a tick after this event: the clean-up
       // waits for them (setImmediate runs after those ticks), then is queued behind them, so that
       // neither a last message nor a seat is lost, and a join in flight leaves no ghost member.
@@ -231,7 +252,14 @@ export function attachSignaling(
     },
     async drain() {
       grace.expireAll();
-      while (cleanups.size > 0) await Promise.all([...cleanups]);
+      // Each pass forgets what it waited for, so that it always moves on: a clean-up that settled
+      // without leaving the set can never make this loop spin (a spin starves the timers, the
+      // shutdown's own bound included). Clean-ups started meanwhile get the next pass.
+      while (cleanups.size > 0) {
+        const pending = [...cleanups];
+        await Promise.allSettled(pending);
+        for (const cleanup of pending) cleanups.delete(cleanup);
+      }
     },
   };
 }

@@ -35,6 +35,8 @@ export interface HandlerContext {
   metrics: Metrics;
   /** Delivers an envelope to the connection whose session identity is `envelope.to`. */
   send: (envelope: Envelope) => void;
+  /** Delivers one envelope to each of `recipients` (its `to` set to each in turn). */
+  sendEach: (recipients: readonly string[], envelope: Omit<Envelope, 'to'>) => void;
 }
 
 export type Handler = (session: Session, message: ClientEnvelope) => Promise<void>;

@@ -1,4 +1,4 @@
-import type { Description, Envelope } from '../../protocol/envelope';
+import type { Description } from '../../protocol/envelope';
 import { ProtocolError } from '../../protocol/errors';
 import { envelope, now } from '../../protocol/messages';
 import type { Handler, HandlerContext } from '../types';
@@ -22,7 +22,13 @@ const MESSAGE_ACTIONS = new Set(['session-text', 'session-custom', 'session-even
 export const RELAYED_ACTIONS: ReadonlySet<string> = new Set([...CALL_ACTIONS, ...MESSAGE_ACTIONS]);
 
 /** Delivers a message addressed to a room to its other members (PROTOCOL.md §5). */
-export function relay({ config, registry, metrics, send }: Pick<HandlerContext, 'config' | 'registry' | 'metrics' | 'send'>): Handler {
+export function relay({
+  config,
+  registry,
+  metrics,
+  send,
+  sendEach,
+}: Pick<HandlerContext, 'config' | 'registry' | 'metrics' | 'send' | 'sendEach'>): Handler {
   return async (session, message) => {
     const sender = session.requireMember();
     const { action, namespace } = message.jsongle;
@@ -56,13 +62,12 @@ export function relay({ config, registry, metrics, send }: Pick<HandlerContext, 
     const time = now();
     const description: Description = { ...message.jsongle.description, relayed: time };
     description.sent ??= time;
-    const relayed: Envelope = {
-      ...message,
-      from: room.kind === 'p2p' ? rid : `${rid}/${sender.uid}`,
-      to: '',
-      jsongle: { ...message.jsongle, description },
-    };
-    for (const recipient of recipients) send({ ...relayed, to: recipient.sid });
+    // Everything the sender put in goes on, but `from` is the room's word, not the sender's (§1).
+    const { to: _room, ...content } = message;
+    sendEach(
+      recipients.map((m) => m.sid),
+      { ...content, from: room.kind === 'p2p' ? rid : `${rid}/${sender.uid}`, jsongle: { ...message.jsongle, description } },
+    );
     metrics.relayedMessage(action);
     registry.countRelay(rid);
 

@@ -40,7 +40,7 @@ export function sessionHello({ config, registry, send }: Pick<HandlerContext, 'c
     } catch (error) {
       return refuse(error as Error);
     }
-    session.member = member;
+    session.helloDone(member);
     // With TURN configured, the ack carries the first credentials too (see turn-credentials.ts).
     send(
       ack(config.id, session.sid, transaction, true, {
