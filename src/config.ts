@@ -26,6 +26,8 @@ export interface Config {
   pingIntervalMs: number;
   pingTimeoutMs: number;
   logDefaultLevel: LogLevel;
+  /** The log file's level, on its own: an operator's record need not follow the console's. */
+  logFileLevel: LogLevel;
   logPath: string;
   logFilesNumber: number;
   logFilePeriod: string;
@@ -131,8 +133,11 @@ export function loadConfig(env: Source = process.env, baseDir = process.cwd()): 
   const get = reader([env, file(path.join(baseDir, '.env')), file(path.join(baseDir, '.env.defaults')), file(PACKAGE_DEFAULTS)]);
 
   const useHTTPS = boolean('useHTTPS', get('useHTTPS'));
-  const level = get('logDefaultLevel');
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) fail('logDefaultLevel', level, LOG_LEVELS.join(', '));
+  const logLevel = (key: string): LogLevel => {
+    const value = get(key);
+    if (!(LOG_LEVELS as readonly string[]).includes(value)) fail(key, value, LOG_LEVELS.join(', '));
+    return value as LogLevel;
+  };
 
   const config: Config = {
     wsPort: integer('wsPort', get('wsPort'), 0, 65535),
@@ -156,7 +161,8 @@ export function loadConfig(env: Source = process.env, baseDir = process.cwd()): 
     maxMessagesPerSecond: integer('maxMessagesPerSecond', get('maxMessagesPerSecond'), 1),
     pingIntervalMs: integer('pingIntervalMs', get('pingIntervalMs'), 100),
     pingTimeoutMs: integer('pingTimeoutMs', get('pingTimeoutMs'), 100),
-    logDefaultLevel: level as LogLevel,
+    logDefaultLevel: logLevel('logDefaultLevel'),
+    logFileLevel: logLevel('logFileLevel'),
     logPath: nonEmpty('logPath', get('logPath'), 4096),
     logFilesNumber: integer('logFilesNumber', get('logFilesNumber'), 1),
     logFilePeriod: logPeriod('logFilePeriod', get('logFilePeriod')),

@@ -10,7 +10,7 @@ const hasRedis = spawnSync('/usr/bin/redis-server', ['--version']).status === 0;
 
 /**
  * The benchmark's smallest pieces (issue #8): `bench/run.ts --smoke` drives both servers through
- * every scenario and writes a well-formed report. Its numbers are not checked: no timed assertions.
+ * every scenario, and the PeerJS server through handshakes and the 1:1 relay, and writes a well-formed report. Its numbers are not checked: no timed assertions.
  */
 describe('bench --smoke', () => {
   const outDir = mkdtempSync(path.join(tmpdir(), 'jsongle-bench-'));
@@ -30,8 +30,10 @@ describe('bench --smoke', () => {
 
   afterAll(() => rmSync(outDir, { recursive: true, force: true }));
 
-  test('runs both servers through every scenario, with progress lines', () => {
-    expect(report.runs.map((r) => r.kind)).toEqual(['ours', 'baseline']);
+  test('runs both servers through every scenario, and PeerJS through those that fit it, with progress lines', () => {
+    expect(report.runs.map((r) => r.kind)).toEqual(['ours', 'baseline', 'peerjs']);
+    const peerjs = new Set(report.runs[2]?.steps.map((s) => s.scenario));
+    expect([...peerjs].sort()).toEqual(['P2P relay', 'P2P relay (fixed)', 'handshakes']);
     const scenarios = new Set(report.rows.map((r) => r.scenario));
     for (const scenario of ['capacity', 'handshakes', 'P2P relay', 'MUC fan-out, rooms of 10']) expect(scenarios).toContain(scenario);
     expect(output).toMatch(/^\[\d\d:\d\d\] .*P2P relay/m);
@@ -49,6 +51,20 @@ describe('bench --smoke', () => {
     for (const row of report.rows) wellFormed(row);
     const held = report.rows.find((r) => r.scenario === 'capacity' && r.metric.startsWith("hello'd connections held"));
     expect(held).toMatchObject({ ours: 100, baseline: 100 });
+  });
+
+  test('the second baseline: JSONgle-Server against PeerJS in handshakes and the 1:1 relay', () => {
+    const rows = report.peerjs?.rows ?? [];
+    expect(new Set(rows.map((r) => r.scenario))).toEqual(new Set(['handshakes', 'P2P relay']));
+    for (const row of rows) wellFormed(row);
+    const metrics = rows.map((r) => r.metric);
+    expect(metrics).toContain('sustained messages/s (p99 ≤ 50 ms)');
+    expect(metrics).toContain('server CPU per 1,000 handshakes (ms)');
+    expect(metrics.some((m) => m.includes('PeerJS: connect+OPEN'))).toBe(true);
+    // Relayed CANDIDATE messages arrived (no timing is checked).
+    for (const step of report.runs[2]?.steps.filter((s) => s.scenario.startsWith('P2P relay')) ?? [])
+      expect(step.delivered).toBeGreaterThan(0);
+    expect(output).toMatch(/^\[\d\d:\d\d\] PeerJS#1 .*P2P relay/m);
   });
 
   test('scenario 5: one process against two sharing a private redis-server, or a loud skip', () => {
@@ -78,6 +94,7 @@ describe('bench --smoke', () => {
     expect(markdown).toMatch(/^\| scenario +\| metric +\| JSONgle-Server +\| baseline +\| ratio +\|/m);
     expect(markdown).toMatch(/\*\*Machine:\*\* \d+ × .+ GB memory, Node v\d+/);
     expect(markdown).toContain('## 5. P2P relay across two processes through Redis');
+    expect(markdown).toMatch(/^\| scenario +\| metric +\| JSONgle-Server +\| PeerJS +\| ratio +\|/m);
     if (hasRedis) expect(markdown).toMatch(/^\| scenario +\| metric +\| two processes \+ Redis +\| one process +\| ratio +\|/m);
     expect(markdown).toContain('](latency-vs-load.svg)');
     const svg = readFileSync(path.join(outDir, 'latency-vs-load.svg'), 'utf8');

@@ -85,6 +85,8 @@ describe('churn', () => {
       pingTimeoutMs: String(PING_TIMEOUT_MS),
       maxConcurrentUsers: String(4 * SLOTS),
       maxConnectionsPerAddress: String(4 * SLOTS),
+      // Its per-connection 'disconnected' lines are read back below.
+      logFileLevel: 'debug',
     });
   });
   afterAll(async () => {

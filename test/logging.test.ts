@@ -40,7 +40,7 @@ describe('logging', () => {
   let server: TestServer;
 
   beforeAll(async () => {
-    server = await startServer({ logDefaultLevel: 'warn', appToken: APP_TOKEN });
+    server = await startServer({ logDefaultLevel: 'warn', logFileLevel: 'debug', appToken: APP_TOKEN });
   });
   afterEach(() => {
     jest.restoreAllMocks();
@@ -49,7 +49,7 @@ describe('logging', () => {
     await server.close();
   });
 
-  test('with the console at warn, a debug line still reaches the rotated file, as JSON', async () => {
+  test('with the console at warn and the file at debug, a debug line reaches the rotated file only, as JSON', async () => {
     expect(server.server.logging.consoleLevel()).toBe('warn');
     // Keeps the console quiet and records what reaches it (winston filters by level before `log`).
     const toConsole = jest.spyOn(consoleTransport(server), 'log').mockImplementation((_info: unknown, next: () => void) => next());
@@ -104,9 +104,26 @@ describe('logging', () => {
   });
 });
 
+describe('the log file at its default level (info)', () => {
+  test('keeps info lines and leaves out the per-connection debug lines', async () => {
+    const server = await startServer({ appToken: APP_TOKEN });
+    try {
+      const alice = await connectAs(server.wsUrl, 'alice', { appToken: APP_TOKEN });
+      alice.close();
+      server.server.logging.logger.debug('marker-debug', { module: 'test' });
+      server.server.logging.logger.info('marker-info', { module: 'test' });
+      const lines = await waitForLine(server.logDir, (line) => line.message === 'marker-info');
+      expect(lines.filter((line) => line.message === 'marker-info')).toHaveLength(1);
+      expect(lines.filter((line) => line.message === 'marker-debug' || line.session === alice.sid)).toEqual([]);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('closing the logging', () => {
   test('once logging.close() resolves, the file holds every line logged before', async () => {
-    const server = await startServer({ logDefaultLevel: 'warn', appToken: APP_TOKEN });
+    const server = await startServer({ logDefaultLevel: 'warn', logFileLevel: 'debug', appToken: APP_TOKEN });
     try {
       server.server.logging.logger.debug('marker-xyz', { module: 'test' });
       await server.server.close();

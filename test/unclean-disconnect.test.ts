@@ -34,7 +34,7 @@ const isMemberEvent = (event: 'joined' | 'left', sid: string) => (m: Envelope) =
   m.jsongle.event === event &&
   (m.jsongle.description?.member as { sid?: unknown } | undefined)?.sid === sid;
 
-/** The reason the server logged for closing session `sid` (its log file is at debug), once it is written. */
+/** The reason the server logged for closing session `sid` (its log file set to debug), once it is written. */
 async function loggedDisconnectReason(server: TestServer, sid: string): Promise<unknown> {
   return eventually(async () => {
     for (const name of readdirSync(server.logDir).filter((file) => file.endsWith('.log'))) {
@@ -54,7 +54,7 @@ describe('a client that vanishes without closing', () => {
   const children: ChildProcess[] = [];
 
   beforeAll(async () => {
-    server = await startServer({ pingIntervalMs: String(PING_INTERVAL_MS), pingTimeoutMs: String(PING_TIMEOUT_MS) });
+    server = await startServer({ pingIntervalMs: String(PING_INTERVAL_MS), pingTimeoutMs: String(PING_TIMEOUT_MS), logFileLevel: 'debug' });
   });
   afterEach(async () => {
     for (const client of clients.splice(0)) client.close();

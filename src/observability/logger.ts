@@ -8,7 +8,7 @@ export type Logger = winston.Logger;
 export interface Logging {
   logger: Logger;
   consoleLevel(): LogLevel;
-  /** Changes the console level; returns the previous one. The file stays at debug or finer. */
+  /** Changes the console level; returns the previous one. The file keeps logFileLevel. */
   setConsoleLevel(level: LogLevel): LogLevel;
   /** Flushes and closes the file. */
   close(): Promise<void>;
@@ -28,11 +28,13 @@ const consoleLine = winston.format.printf((info) => {
   return `${String(timestamp)} ${level} [${typeof module === 'string' ? module : 'server'}] ${String(message)}${rest}`;
 });
 
-export function createLogging(config: Pick<Config, 'logDefaultLevel' | 'logPath' | 'logFilesNumber' | 'logFilePeriod'>): Logging {
+export function createLogging(
+  config: Pick<Config, 'logDefaultLevel' | 'logFileLevel' | 'logPath' | 'logFilesNumber' | 'logFilePeriod'>,
+): Logging {
   const daily = config.logFilePeriod === '1d';
   const file = new DailyRotateFile({
     ...rotatedFileName(config.logPath),
-    level: 'debug',
+    level: config.logFileLevel,
     datePattern: daily ? 'YYYY-MM-DD' : 'YYYY-MM-DD-HH-mm',
     frequency: daily ? undefined : config.logFilePeriod,
     maxFiles: config.logFilesNumber,
@@ -45,7 +47,7 @@ export function createLogging(config: Pick<Config, 'logDefaultLevel' | 'logPath'
   // The logger's own level is the finer of its transports', so that level checks
   // (`logger.isDebugEnabled()`) skip work only when no transport would write the line.
   const logger = winston.createLogger({
-    level: finer(config.logDefaultLevel, 'debug'),
+    level: finer(config.logDefaultLevel, config.logFileLevel),
     levels: winston.config.npm.levels,
     transports: [console, file],
   });
@@ -58,7 +60,7 @@ export function createLogging(config: Pick<Config, 'logDefaultLevel' | 'logPath'
     setConsoleLevel(level) {
       const was = console.level as LogLevel;
       console.level = level;
-      logger.level = finer(level, 'debug');
+      logger.level = finer(level, config.logFileLevel);
       return was;
     },
     close() {

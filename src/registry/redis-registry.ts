@@ -35,6 +35,11 @@ import { now } from '../protocol/messages';
  *   buf:<sid>        list  envelopes for a held session
  *   of:<sid>         hash  rid -> kind            rooms of a connection
  *   rooms            set   rids                   for counts
+ *   held             set   sids                   held sessions (the `held` of sess:<sid>), for bufferIfHeld
+ *
+ * Every script that changes a room's members or a session's held state also publishes on the
+ * channel `changes`: 'r<rid>' (a room's members changed), 'h<sid>' / 'u<sid>' (a session was held /
+ * is no longer held). The processes keep what they read in step with it (see RoomCache below).
  */
 
 // Takes `sid` out of room `rid`; returns nil when it was not there, else {kind, deleted, pairs, member}.
@@ -46,6 +51,7 @@ local function leave(prefix, rid, sid)
   if not member then return nil end
   redis.call('HDEL', key, field)
   redis.call('HDEL', prefix .. 'of:' .. sid, rid)
+  redis.call('PUBLISH', prefix .. 'changes', 'r' .. rid)
   local kind = redis.call('HGET', key, 'kind')
   if redis.call('HLEN', key) <= 2 then
     redis.call('DEL', key, prefix .. 'meta:' .. rid)
@@ -92,6 +98,7 @@ if not current then redis.call('HSET', prefix .. 'meta:' .. rid, 'created', ARGV
 redis.call('HSET', prefix .. 'of:' .. sid, rid, kind)
 redis.call('SADD', prefix .. 'rooms', rid)
 redis.call('SADD', prefix .. 'node:' .. ARGV[8], sid)
+redis.call('PUBLISH', prefix .. 'changes', 'r' .. rid)
 return {'joined', current and '0' or '1', redis.call('HGETALL', key)}`,
   // ARGV: prefix, rid, n. Only for a room that still exists: a late count must not recreate it.
   jsongleCount: `
@@ -114,6 +121,7 @@ redis.call('DEL', prefix .. 'of:' .. sid)
 local token = redis.call('HGET', prefix .. 'sess:' .. sid, 'token')
 if token then redis.call('DEL', prefix .. 'tok:' .. token) end
 redis.call('DEL', prefix .. 'sess:' .. sid, prefix .. 'buf:' .. sid)
+if redis.call('SREM', prefix .. 'held', sid) == 1 then redis.call('PUBLISH', prefix .. 'changes', 'u' .. sid) end
 redis.call('HDEL', prefix .. 'conns', sid)
 redis.call('SREM', prefix .. 'node:' .. ARGV[3], sid)
 return left`,
@@ -136,6 +144,8 @@ local conn = redis.call('HGET', key, 'conn')
 if conn and conn ~= ARGV[3] then return 'taken-over' end
 if not conn or tonumber(ARGV[4]) <= 0 then return 'gone' end
 redis.call('HSET', key, 'held', '1')
+redis.call('SADD', ARGV[1] .. 'held', ARGV[2])
+redis.call('PUBLISH', ARGV[1] .. 'changes', 'h' .. ARGV[2])
 return 'held'`,
   // ARGV: prefix, sid, connection
   jsongleExpire: `
@@ -147,6 +157,7 @@ return 0`,
 local key = ARGV[1] .. 'sess:' .. ARGV[2]
 if redis.call('EXISTS', key) == 0 then return 0 end
 redis.call('HSET', key, 'conn', ARGV[3], 'held', '0')
+if redis.call('SREM', ARGV[1] .. 'held', ARGV[2]) == 1 then redis.call('PUBLISH', ARGV[1] .. 'changes', 'u' .. ARGV[2]) end
 local buffered = redis.call('LRANGE', ARGV[1] .. 'buf:' .. ARGV[2], 0, -1)
 redis.call('DEL', ARGV[1] .. 'buf:' .. ARGV[2])
 return buffered`,
@@ -185,12 +196,155 @@ function storedMembers(pairs: ScriptResult): StoredMember[] {
 
 const membersOf = (pairs: ScriptResult): Member[] => storedMembers(pairs).map(({ member }) => member);
 
+/** Rooms kept at most: beyond, the oldest read is forgotten (read again when next needed). */
+const MAX_CACHED_ROOMS = 10_000;
+
+/**
+ * What this process knows of the shared state without asking Redis: the members of the rooms it
+ * relays in, and which sessions are held. Both follow the `changes` channel, so they are used only
+ * while this process is subscribed to it (`live`); in between (at start, through an outage, until
+ * the subscription is confirmed after a reconnect) every read goes to Redis, as without a cache.
+ *
+ * A room is cached only from a read that no change of that room overtook: a change published while
+ * the read was in flight may reach this process before or after the read's answer (they come on two
+ * connections), so either way the read is not kept.
+ *
+ * Timing, compared with a Redis read per message: a process learns of another's change when the
+ * channel delivers it, about half a Redis round trip after the change, instead of at its next read.
+ * So a message that crosses a leave (or a join) by less than that goes by the room as it was, which
+ * a read per message also did when it crossed by less than a round trip. What must never be missed
+ * is ordered on one connection: the channel shares the subscriber connection of the Socket.IO
+ * adapter, so a change is handled before any message another process published after it (a
+ * 'joined' event, a relay from the joiner) is delivered here.
+ */
+class RoomCache {
+  private readonly rooms = new Map<string, Room>();
+  /** Reads in flight, by room: a change of the room deletes the entry, so the read is not kept. */
+  private readonly reading = new Map<string, object>();
+  /** Sessions held, by this process or another (the `held` set in Redis, and its announcements). */
+  private held = new Set<string>();
+  /** Held-state changes received while the set is being read again (replayed over what it read). */
+  private heldChanges: string[] | undefined;
+  private syncs = 0;
+  private syncing = false;
+  live = false;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly subscriber: Redis,
+    private readonly channel: string,
+    private readonly heldKey: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Until the next sync, reads and buffering go to Redis: what was cached may have been missed. */
+  suspend(): void {
+    this.syncs++;
+    this.syncing = false;
+    this.live = false;
+    this.rooms.clear();
+    this.reading.clear();
+    this.heldChanges = undefined;
+  }
+
+  /**
+   * Subscribes (again) to the changes, then reads the held sessions; live once both are done.
+   * Called when either connection is ready again, and by the heartbeat until it succeeds.
+   */
+  async sync(): Promise<void> {
+    this.suspend();
+    // The other connection's 'ready' calls again.
+    if (this.redis.status !== 'ready' || this.subscriber.status !== 'ready') return;
+    const attempt = this.syncs;
+    const changes: string[] = [];
+    this.heldChanges = changes;
+    this.syncing = true;
+    try {
+      // Answered once the subscription is in place (again: ioredis resubscribes on a reconnect).
+      await this.subscriber.subscribe(this.channel);
+      const held = await this.redis.smembers(this.heldKey);
+      if (attempt !== this.syncs) return; // suspended meanwhile: a later sync takes over
+      this.held = new Set(held);
+      // Announcements that arrived before the set did may be newer than what it says.
+      for (const change of changes) this.applyHeld(change);
+      this.heldChanges = undefined;
+      this.live = true;
+    } catch (error) {
+      this.log.warn('following registry changes failed: reading Redis for every message meanwhile', {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    } finally {
+      if (attempt === this.syncs) this.syncing = false;
+    }
+  }
+
+  /** Tries again if a sync failed. */
+  retry(): void {
+    if (!this.live && !this.syncing) void this.sync();
+  }
+
+  /** A message on the changes channel. */
+  onChange(message: string): void {
+    if (message.startsWith('r')) this.changed(message.slice(1));
+    else {
+      this.heldChanges?.push(message);
+      this.applyHeld(message);
+    }
+  }
+
+  private applyHeld(change: string): void {
+    if (change.startsWith('h')) this.held.add(change.slice(1));
+    else if (change.startsWith('u')) this.held.delete(change.slice(1));
+  }
+
+  /** Room `rid` changed (announced, or changed by this process, whose own announcement may come later). */
+  changed(rid: string): void {
+    this.rooms.delete(rid);
+    this.reading.delete(rid);
+  }
+
+  get(rid: string): Room | undefined {
+    return this.live ? this.rooms.get(rid) : undefined;
+  }
+
+  /** Starts a read of `rid`; what it returns is kept only if `keep(read, room)` is given the token back. */
+  startRead(rid: string): object | undefined {
+    if (!this.live) return undefined;
+    const read = {};
+    this.reading.set(rid, read);
+    return read;
+  }
+
+  keep(rid: string, read: object | undefined, room: Room): void {
+    if (read === undefined || this.reading.get(rid) !== read) return;
+    this.reading.delete(rid);
+    const oldest = this.rooms.size >= MAX_CACHED_ROOMS ? this.rooms.keys().next() : undefined;
+    if (oldest?.done === false) this.rooms.delete(oldest.value);
+    this.rooms.set(rid, room);
+  }
+
+  forgetRead(rid: string, read: object | undefined): void {
+    if (read !== undefined && this.reading.get(rid) === read) this.reading.delete(rid);
+  }
+
+  /** False only when `sid` is known not to be held (when not live, nothing is known). */
+  mayBeHeld(sid: string): boolean {
+    return !this.live || this.held.has(sid);
+  }
+}
+
 export interface RedisRegistryOptions {
   /** This process's id: its connections are cleaned by the others if it dies. */
   nodeId: string;
   heartbeatMs: number;
   prefix?: string;
   logger: Logger;
+  /**
+   * A connection in subscriber mode (no ready check: see redis-setup.ts), best the Socket.IO
+   * adapter's: with it, rooms and held sessions are followed instead of read from Redis for every
+   * relayed message. Without it, they are read every time.
+   */
+  subscriber?: Redis;
 }
 
 export class RedisRegistry extends EventEmitter<RegistryEvents> implements Registry {
@@ -202,6 +356,15 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   /** Relays counted for the admin view, not yet written (see countRelay). */
   private readonly relayCounts = new Map<string, number>();
   private countFlush: NodeJS.Timeout | undefined;
+  /** Rooms and held sessions as the `changes` channel keeps them (when there is a subscriber). */
+  private readonly cache: RoomCache | undefined;
+  private readonly onChange = (channel: string, message: string) => {
+    if (channel === `${this.prefix}changes`) this.cache?.onChange(message);
+  };
+  private readonly suspendCache = () => this.cache?.suspend();
+  private readonly syncCache = () => void this.cache?.sync();
+  /** This process's sessions whose detach is in flight: held, maybe, from the moment it was asked. */
+  private readonly detaching = new Set<string>();
   /**
    * What this process has put in Redis for its own connections, so that it can put it back should
    * Redis restart empty: without it, an outage would outlive itself (every room forgotten).
@@ -225,6 +388,16 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
         .then(() => this.beat())
         .then(() => this.flushPendingCloses());
     });
+    const { subscriber } = options;
+    if (subscriber) {
+      const cache = new RoomCache(redis, subscriber, `${this.prefix}changes`, `${this.prefix}held`, this.log);
+      this.cache = cache;
+      subscriber.on('message', this.onChange);
+      // Whatever was announced while a connection was down is lost (and Redis may have restarted
+      // empty): forget it all, and follow again once subscribed again.
+      for (const client of [redis, subscriber]) client.on('close', this.suspendCache).on('ready', this.syncCache);
+      if (subscriber.status === 'ready' && redis.status === 'ready') void cache.sync();
+    }
   }
 
   /** Starts the heartbeat; other processes reap this one's connections if it stops for 3 beats. */
@@ -296,6 +469,7 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
       this.options.nodeId,
       now(),
     );
+    if (status === 'joined') this.cache?.changed(rid);
     if (status === 'joined' || status === 'already-member') {
       const room: Room = { rid, kind, members: membersOf(pairs as ScriptResult) };
       const mine = this.mirror.rooms.get(member.sid) ?? new Map<string, { kind: RoomKind; member: Member }>();
@@ -310,6 +484,7 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   async leave(rid: string, sid: string): Promise<LeaveOutcome> {
     const [status, kind, deleted, pairs] = await this.run('jsongleLeave', rid, sid);
     if (status !== 'left') return { status: 'not-member' };
+    this.cache?.changed(rid);
     this.mirror.rooms.get(sid)?.delete(rid);
     const room: Room = { rid, kind: kind as RoomKind, members: membersOf(pairs as ScriptResult) };
     if (deleted === '1') this.emit('room-deleted', { rid, kind: room.kind });
@@ -317,18 +492,30 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   }
 
   async room(rid: string): Promise<Room | undefined> {
+    // Read for every relayed message: from the cache unless the room changed since it was read.
+    const cached = this.cache?.get(rid);
+    if (cached) return cached;
+    const read = this.cache?.startRead(rid);
     let pairs: Record<string, string>;
     try {
       pairs = await this.redis.hgetall(`${this.prefix}room:${rid}`);
     } catch (error) {
+      this.cache?.forgetRead(rid, read);
       // Redis down: this process's own members of the room still reach each other (issue #6).
       const local = this.localRoom(rid);
       if (local) return local;
       throw new RegistryUnavailable(`Redis: ${String(error)}`);
     }
     const kind = pairs.kind as RoomKind | undefined;
-    if (!kind) return undefined;
-    return { rid, kind, members: membersOf(Object.entries(pairs).flat()) };
+    let room: Room | undefined;
+    try {
+      room = kind && { rid, kind, members: membersOf(Object.entries(pairs).flat()) };
+    } finally {
+      // Kept if it was read whole (a corrupted member throws) and no change overtook the read.
+      if (room) this.cache?.keep(rid, read, room);
+      else this.cache?.forgetRead(rid, read);
+    }
+    return room;
   }
 
   async counts(): Promise<{ connections: number; rooms: number }> {
@@ -348,7 +535,13 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   }
 
   async detach(sid: string, connection: string, graceMs: number): Promise<DetachOutcome> {
-    const outcome = String(await this.run('jsongleDetach', sid, connection, graceMs)) as DetachOutcome;
+    this.detaching.add(sid);
+    let outcome: DetachOutcome;
+    try {
+      outcome = String(await this.run('jsongleDetach', sid, connection, graceMs)) as DetachOutcome;
+    } finally {
+      this.detaching.delete(sid);
+    }
     if (outcome === 'taken-over') this.unmirror(sid);
     const session = this.mirror.sessions.get(sid);
     if (outcome === 'held' && session) session.held = true;
@@ -370,6 +563,19 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   }
 
   bufferIfHeld(sid: string, envelope: Envelope, limit: number): void {
+    // Called for every message to a session not connected here, which is nearly always one
+    // connected to another process: the script (and the envelope's JSON) only for a session that
+    // is or may be held. Which is:
+    // - one of this process's, from the moment its detach is asked (so a buffer script sent after
+    //   it runs after it in Redis, as before), until it is resumed or expires here (its mirror);
+    // - one another process holds, from when its announcement (see RoomCache) arrives here, about
+    //   half a Redis round trip after its detach ran. A message sent to it in between goes
+    //   unbuffered, and so is lost with the connection: a window of a round trip, where there
+    //   was one already from the moment its connection dropped until that detach ran (a
+    //   setImmediate, the session's queue and a round trip at best; a ping timeout at worst);
+    // - any, while this process does not follow the announcements (at start, after a reconnect).
+    const mine = this.mirror.sessions.get(sid)?.held === true || this.detaching.has(sid);
+    if (!mine && this.cache?.mayBeHeld(sid) === false) return;
     this.run('jsongleBuffer', sid, JSON.stringify(envelope), limit).catch(() => undefined);
   }
 
@@ -424,6 +630,9 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   async close(): Promise<void> {
     clearInterval(this.heartbeat);
     clearTimeout(this.countFlush);
+    for (const client of [this.redis, this.options.subscriber]) client?.off('close', this.suspendCache).off('ready', this.syncCache);
+    this.options.subscriber?.off('message', this.onChange);
+    this.cache?.suspend();
     const { nodeId } = this.options;
     if (this.redis.status === 'ready') {
       await this.redis
@@ -438,6 +647,7 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
   private closedRooms(left: ScriptResult): { room: Room; member: Member }[] {
     return left.map((entry) => {
       const [rid, kind, deleted, pairs, member] = entry as [string, RoomKind, string, ScriptResult, string];
+      this.cache?.changed(rid);
       if (deleted === '1') this.emit('room-deleted', { rid, kind });
       return { room: { rid, kind, members: membersOf(pairs) }, member: parseMember(member).member };
     });
@@ -485,6 +695,7 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
             nodeId,
             now(),
           );
+          this.cache?.changed(rid);
           if (status === 'joined' || status === 'already-member') restored++;
           else this.log.warn('seat lost while Redis was away', { rid, sid, status });
         }
@@ -507,6 +718,7 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
         .set(`${p}alive:${nodeId}`, '1', 'PX', heartbeatMs * 3)
         .sadd(`${p}nodes`, nodeId)
         .exec();
+      this.cache?.retry();
       for (const other of await this.redis.smembers(`${p}nodes`)) {
         if (other === nodeId || (await this.redis.exists(`${p}alive:${other}`)) === 1) continue;
         // One process reaps a dead one; the claim expires in case the reaper dies too.

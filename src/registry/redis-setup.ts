@@ -61,7 +61,15 @@ export async function connectRedis(config: Pick<Config, 'redisUrl' | 'nodeHeartb
   if (registryClient.status !== 'ready')
     log.error('redis not reachable at start-up: not ready until it is', { status: registryClient.status });
 
-  const registry = new RedisRegistry(registryClient, { nodeId: randomUUID(), heartbeatMs: config.nodeHeartbeatMs, logger });
+  // The registry follows its changes on the adapter's subscriber connection: one connection keeps
+  // them in order with the adapter's messages, so a process hears of a join before any message the
+  // joiner's process sends after it.
+  const registry = new RedisRegistry(registryClient, {
+    nodeId: randomUUID(),
+    heartbeatMs: config.nodeHeartbeatMs,
+    logger,
+    subscriber: subClient,
+  });
   registry.start();
   return {
     registry,
