@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
-import { io, type Socket } from 'socket.io-client';
+import { io } from 'socket.io-client';
 import { LatencyHistogram, type HistogramJson } from './histogram';
 import { serve } from './ipc';
+import { candidateFrame, openPeer, type PeerjsMessage } from './peerjs-client';
 
 /**
  * One load-generator process (bench/run.ts starts several, pinned to the generator's core). It
@@ -9,8 +10,13 @@ import { serve } from './ipc';
  * relayed messages on an open-loop schedule: message k is due at start + k / rate whatever
  * happened before, it carries its due time (process.hrtime.bigint(), one monotonic clock for the
  * whole machine), and the receiver measures one-way latency from that due time, so that a late
- * sender counts against the latency (no coordinated omission).
+ * sender counts against the latency (no coordinated omission). Against the PeerJS server it
+ * speaks PeerJS's protocol instead (bench/peerjs-client.ts): a handshake is connect + OPEN, and
+ * the two peers of a pair relay CANDIDATE messages to each other with the same stamps.
  */
+
+/** What the server under test speaks: JSONgle over Socket.IO (ours and the Socket.IO baseline), or PeerJS. */
+export type ClientProtocol = 'jsongle' | 'peerjs';
 
 interface Incoming {
   from: string;
@@ -29,14 +35,20 @@ interface Incoming {
 }
 
 interface Connection {
-  socket: Socket;
   index: number;
+  /** The room (PeerJS: the pair) the generator groups it in. */
   rid?: string;
-  /** Set during the handshake: what the connection waits for next. */
+  /** What the server knows it by: the uid, or the PeerJS peer id. */
+  id: string;
+  /** Sends bench message `n` of `run` to the other members of its room. */
+  relay(action: string, members: Connection[], run: string, n: number, due: number): void;
+  close(): void;
+  /** Set during the JSONgle handshake: what the connection waits for next. */
   await?: (message: Incoming) => void;
 }
 
 export interface OpenArgs {
+  protocol: ClientProtocol;
   /** The servers: member m of each room connects to urls[m % urls.length] (scenario 5: the two members of a P2P room on two processes). */
   urls: string[];
   count: number;
@@ -96,25 +108,55 @@ const connections: Connection[] = [];
 const rooms = new Map<string, Connection[]>();
 let current = { run: '', received: 0, lastAt: 0, latency: new LatencyHistogram() };
 
+/** Records a relayed bench message (one with `ts` and `run`); false for anything else. */
+function recordStamped(stamp: { ts?: unknown; run?: unknown } | null | undefined): boolean {
+  if (typeof stamp?.run !== 'string' || typeof stamp.ts !== 'number') return false;
+  if (stamp.run !== current.run) return true;
+  const at = now();
+  current.latency.record(at - stamp.ts);
+  current.received++;
+  current.lastAt = at;
+  return true;
+}
+
 function onMessage(connection: Connection, message: Incoming | undefined): void {
   if (typeof message?.jsongle !== 'object') return;
-  const description = message.jsongle.description;
-  if (typeof description?.run === 'string' && typeof description.ts === 'number') {
-    if (description.run !== current.run) return;
-    const at = now();
-    current.latency.record(at - description.ts);
-    current.received++;
-    current.lastAt = at;
-    return;
-  }
+  if (recordStamped(message.jsongle.description)) return;
   connection.await?.(message);
 }
 
-/** connect, then answer the session-hello, then (if asked) join the connection's room. */
+function onPeerjsMessage(message: PeerjsMessage): void {
+  if (message.type === 'CANDIDATE') recordStamped(message.payload);
+}
+
 function handshake(args: OpenArgs, index: number): Promise<Connection> {
   const member = args.room ? index % args.room.size : 0;
   const url = args.urls[member % args.urls.length];
   if (url === undefined) return Promise.reject(new Error('no server URL'));
+  return args.protocol === 'peerjs' ? peerjsHandshake(args, url, index) : jsongleHandshake(args, url, index);
+}
+
+/** connect + OPEN: PeerJS has no rooms, the pair is the generator's (peers floor(i / 2) * 2 and the next). */
+async function peerjsHandshake(args: OpenArgs, url: string, index: number): Promise<Connection> {
+  const prefix = args.room?.prefix ?? 'p-';
+  const peer = await openPeer(url, `${prefix}u${index}`, args.timeoutMs, onPeerjsMessage);
+  const rid = args.room ? `${prefix}${Math.floor(index / args.room.size)}` : undefined;
+  const connectionId = `mc_${rid ?? index}`;
+  return {
+    index,
+    rid,
+    id: `${prefix}u${index}`,
+    relay: (_action, members, run, n, due) => {
+      // PeerJS relays 1:1 only: to the other peer of the pair.
+      const to = members[0]?.index === index ? members[1] : members[0];
+      if (to) peer.ws.send(candidateFrame(to.id, connectionId, CANDIDATE, run, due));
+    },
+    close: () => peer.close(),
+  };
+}
+
+/** connect, then answer the session-hello, then (if asked) join the connection's room. */
+function jsongleHandshake(args: OpenArgs, url: string, index: number): Promise<Connection> {
   const socket = io(url, {
     transports: ['websocket'],
     auth: { appToken: '' },
@@ -122,7 +164,14 @@ function handshake(args: OpenArgs, index: number): Promise<Connection> {
     forceNew: true,
     timeout: args.timeoutMs,
   });
-  const connection: Connection = { socket, index };
+  const connection: Connection = {
+    index,
+    id: `u${index}`,
+    relay: (action, members, run, n, due) => {
+      socket.emit('jsongle', message(action, connection.rid ?? '', members.length, run, n, due));
+    },
+    close: () => socket.close(),
+  };
   socket.on('jsongle', (message: Incoming | undefined) => onMessage(connection, message));
   return new Promise<Connection>((resolve, reject) => {
     const fail = (why: string) => {
@@ -271,10 +320,10 @@ async function load(args: LoadArgs): Promise<LoadResult> {
         const due = start + sent * interval;
         if (due > at) break;
         // Rooms in turn, and in each room its members in turn: one sender at a time per room.
-        const [rid, members] = roomList[sent % roomList.length] as [string, Connection[]];
+        const [, members] = roomList[sent % roomList.length] as [string, Connection[]];
         const sender = members[Math.floor(sent / roomList.length) % members.length] as Connection;
         const action = args.actions[sent % args.actions.length] ?? 'session-text';
-        sender.socket.emit('jsongle', message(action, rid, members.length, args.run, sent, due));
+        sender.relay(action, members, args.run, sent, due);
         expected += members.length - 1;
         sent++;
       }
@@ -295,7 +344,7 @@ async function load(args: LoadArgs): Promise<LoadResult> {
 
 async function close(): Promise<number> {
   const count = connections.length;
-  for (const connection of connections.splice(0)) connection.socket.close();
+  for (const connection of connections.splice(0)) connection.close();
   rooms.clear();
   return count;
 }

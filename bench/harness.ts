@@ -4,9 +4,10 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import ts from 'typescript';
-import type { LoadArgs, LoadResult, OpenArgs, OpenResult } from './generator';
+import type { ClientProtocol, LoadArgs, LoadResult, OpenArgs, OpenResult } from './generator';
 import { LatencyHistogram } from './histogram';
 import { RpcChild } from './ipc';
+import { PEERJS_PATH } from './peerjs-client';
 import type { ServerKind, ServerStats } from './server-child';
 
 /**
@@ -23,7 +24,7 @@ const REDIS_SERVER = '/usr/bin/redis-server';
 
 const hasTaskset = spawnSync('taskset', ['-V']).status === 0;
 
-/** What a run measures: one server process (ours or the baseline), or two of ours sharing a redis-server. */
+/** What a run measures: one server process (ours, the Socket.IO baseline or PeerJS), or two of ours sharing a redis-server. */
 export type Setup = ServerKind | 'cluster';
 
 /** Processes of JSONgle-Server in the clustered setup (scenario 5); the two members of a room are on different ones. */
@@ -284,8 +285,10 @@ export class Harness {
   /** The server processes under test: one, or CLUSTER_PROCESSES sharing `redis`. */
   private servers: RpcChild[] = [];
   private redis: RedisServer | undefined;
-  /** The servers' Socket.IO URLs; member m of a room connects to urls[m % urls.length]. */
+  /** The servers' Socket.IO (or PeerJS WebSocket) URLs; member m of a room connects to urls[m % urls.length]. */
   urls: string[] = [];
+  /** What the generators speak to the running server. */
+  private protocol: ClientProtocol = 'jsongle';
   /** Rooms each generator holds now, to share a message rate in proportion. */
   private roomsPerGenerator: number[] = [];
 
@@ -318,7 +321,8 @@ export class Harness {
     const server = startNode(name, SERVER_CORE, redisUrl === undefined ? args : [...args, redisUrl]);
     try {
       const ready = (await server.ready) as { port: number };
-      return { server, url: `http://127.0.0.1:${ready.port}` };
+      const url = kind === 'peerjs' ? `ws://127.0.0.1:${ready.port}${PEERJS_PATH}` : `http://127.0.0.1:${ready.port}`;
+      return { server, url };
     } catch (error) {
       await server.stopped(1000);
       throw error;
@@ -331,6 +335,7 @@ export class Harness {
    */
   async start(setup: Setup): Promise<void> {
     if (this.servers.length > 0) throw new Error('a server is already running');
+    this.protocol = setup === 'peerjs' ? 'peerjs' : 'jsongle';
     if (setup !== 'cluster') {
       const { server, url } = await this.startServerProcess(setup, `server-${setup}`);
       this.servers = [server];
@@ -458,6 +463,7 @@ export class Harness {
       this.generators.map((generator, g) => {
         const share = Math.min((shares[g] ?? 0) * size, count - offset);
         const args: OpenArgs = {
+          protocol: this.protocol,
           urls: this.urls,
           count: Math.max(0, share),
           offset,

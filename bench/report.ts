@@ -1,112 +1,7 @@
-import type { Setup } from './harness';
-import { MAIN_PAIR, median, NOISY_CORES, REDIS_PAIR, type Report, type Row, type RunResult, type Step } from './results';
+import { stepGroups, stepTables, summaryTable } from './report-tables';
+import { median, NOISY_CORES, PEERJS_PAIR, REDIS_PAIR, type Report, type RunResult } from './results';
 
 /** Writes bench/RESULTS.md and the latency-vs-load chart from a finished run. */
-
-const num = (n: number | undefined): string => {
-  if (n === undefined || !Number.isFinite(n)) return '–';
-  const abs = Math.abs(n);
-  if (abs >= 1000) return Math.round(n).toLocaleString('en-US');
-  if (abs >= 100) return n.toFixed(0);
-  if (abs >= 10) return n.toFixed(1);
-  return n.toFixed(2);
-};
-
-function table(header: string[], rows: string[][]): string {
-  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-}
-
-function summaryTable(rows: Row[], columns = ['JSONgle-Server', 'baseline']): string {
-  return table(
-    ['scenario', 'metric', ...columns, 'ratio', 'target', 'verdict', 'flags'],
-    rows.map((r) => [
-      r.scenario,
-      r.metric,
-      num(r.ours),
-      num(r.baseline),
-      r.ratio === undefined ? '–' : `${r.ratio.toFixed(2)}×`,
-      r.target ? `${r.target.op} ${r.target.ratio}×` : '',
-      r.verdict,
-      r.flags.join('; '),
-    ]),
-  );
-}
-
-interface StepGroup {
-  scenario: string;
-  xLabel: string;
-  x: number;
-  /** Steps of the runs under test (JSONgle-Server, or two processes through Redis). */
-  ours: Step[];
-  /** Steps of the reference runs (the baseline, or one process). */
-  baseline: Step[];
-}
-
-/** The steps of all runs, grouped by scenario and x, so that each cell is a median over runs. */
-export function stepGroups(runs: RunResult[], pair: [Setup, Setup] = MAIN_PAIR): StepGroup[] {
-  const groups = new Map<string, StepGroup>();
-  for (const run of runs) {
-    const side = run.kind === pair[0] ? 'ours' : run.kind === pair[1] ? 'baseline' : undefined;
-    if (!side) continue;
-    for (const step of run.steps) {
-      const key = `${step.scenario}\u0000${step.x}`;
-      // Handshake steps have a measured x; one group per scenario is enough there.
-      const groupKey = step.scenario === 'handshakes' ? step.scenario : key;
-      const group = groups.get(groupKey) ?? { scenario: step.scenario, xLabel: step.xLabel, x: step.x, ours: [], baseline: [] };
-      group[side].push(step);
-      groups.set(groupKey, group);
-    }
-  }
-  return [...groups.values()];
-}
-
-function stepTables(runs: RunResult[], pair: [Setup, Setup] = MAIN_PAIR): string {
-  const groups = stepGroups(runs, pair);
-  const cell = pair === MAIN_PAIR ? 'JSONgle-Server / baseline' : 'two processes through Redis / one process';
-  const scenarios = [...new Set(groups.map((g) => g.scenario))];
-  const m = (steps: Step[], pick: (s: Step) => number | undefined) =>
-    num(median(steps.map(pick).filter((v): v is number => v !== undefined)));
-  const both = (g: StepGroup, pick: (s: Step) => number | undefined) => `${m(g.ours, pick)} / ${m(g.baseline, pick)}`;
-  return scenarios
-    .map((scenario) => {
-      const rows = groups.filter((g) => g.scenario === scenario);
-      const xLabel = rows[0]?.xLabel ?? 'x';
-      const hasLatency = rows.some((g) => [...g.ours, ...g.baseline].some((s) => s.p99Ms !== undefined));
-      const hasRedis = rows.some((g) => g.ours.some((s) => s.redisCpuMsPer1000 !== undefined));
-      const header = [
-        xLabel,
-        ...(hasLatency ? ['p50 ms', 'p99 ms', 'p999 ms', 'delivered %', 'passed (runs)'] : []),
-        'server CPU ms/1000',
-        ...(hasRedis ? ['of which redis-server'] : []),
-        'server EL p99 ms',
-        'server RSS MB',
-        'server heap MB',
-        'generator util',
-        'other processes, cores',
-      ];
-      const body = rows.map((g) => [
-        scenario === 'handshakes' ? both(g, (s) => s.x) : num(g.x),
-        ...(hasLatency
-          ? [
-              both(g, (s) => s.p50Ms),
-              both(g, (s) => s.p99Ms),
-              both(g, (s) => s.p999Ms),
-              both(g, (s) => (s.delivered === undefined ? undefined : s.delivered * 100)),
-              `${g.ours.filter((s) => s.passed).length}/${g.ours.length} / ${g.baseline.filter((s) => s.passed).length}/${g.baseline.length}`,
-            ]
-          : []),
-        both(g, (s) => s.serverCpuMsPer1000),
-        ...(hasRedis ? [`${m(g.ours, (s) => s.redisCpuMsPer1000)} / –`] : []),
-        both(g, (s) => s.serverEldP99Ms),
-        both(g, (s) => s.serverRssMb),
-        both(g, (s) => s.serverHeapMb),
-        both(g, (s) => s.generatorUtil),
-        both(g, (s) => s.otherCores),
-      ]);
-      return `### ${scenario}\n\nEach cell: ${cell}, median over the runs that reached the step. "passed": runs whose p99 stayed ≤ 50 ms with ≥ 99 % delivered (a failed step is run once more before a ramp ends; the second try counts). "other processes": CPU the rest of the machine used meanwhile (from /proc), in cores.\n\n${table(header, body)}`;
-    })
-    .join('\n\n');
-}
 
 const runList = (runs: RunResult[]) =>
   runs.map((r) => `${r.kind === 'cluster' ? 'two processes' : r.kind === 'ours' ? 'one process' : r.kind}#${r.index}`).join(', ');
@@ -128,7 +23,45 @@ The P2P relay of scenario 3 (same rooms of 2, same message mix, same open-loop g
 
 ${summaryTable(redis.rows, ['two processes + Redis', 'one process'])}
 
-${stepTables(redis.runs, REDIS_PAIR)}`;
+${stepTables(redis.runs, REDIS_PAIR, 'two processes through Redis / one process')}`;
+}
+
+/** The second baseline: JSONgle-Server against the PeerJS server, in the scenarios that fit it. */
+function peerjsSection(report: Report): string {
+  const title = '## JSONgle-Server vs PeerJS (second baseline: handshakes and 1:1 relay)';
+  const peerjsRuns = report.runs.filter((r) => r.kind === 'peerjs');
+  if (!report.peerjs || peerjsRuns.length === 0)
+    return `${title}\n\nNot run (\`--no-peerjs\`, or \`--only\` left out both handshakes and relay).`;
+  const scenarios = new Set(peerjsRuns.flatMap((r) => r.steps.map((s) => s.scenario)));
+  // The JSONgle-Server runs' steps of those scenarios only, for the step tables.
+  const runs = report.runs
+    .filter((r) => PEERJS_PAIR.includes(r.kind))
+    .map((r) => ({ ...r, steps: r.steps.filter((s) => scenarios.has(s.scenario)) }));
+  const rampOf = (kind: string) =>
+    [
+      ...new Set(
+        report.runs.filter((r) => r.kind === kind).flatMap((r) => r.steps.filter((s) => s.scenario === 'P2P relay').map((s) => s.x)),
+      ),
+    ]
+      .sort((a, b) => a - b)
+      .map((x) => x.toLocaleString('en-US'))
+      .join(', ');
+  const ramp = scenarios.has('P2P relay')
+    ? ` Ramp steps reached: JSONgle-Server ${rampOf('ours')}; PeerJS ${rampOf('peerjs')} (PeerJS's ramp has the same steps at the bottom and fewer above 8,000/s in the full run, to keep it within 15 minutes).`
+    : '';
+  return `${title}
+
+The PeerJS server (npm \`peer\` 1.x, \`bench/peerjs-server.ts\`) started as its README starts it, \`PeerServer({ port, key: 'peerjs' })\`, with \`concurrent_limit\` raised from 5,000 to 100,000 as our capacity limits are; alone in its child process pinned to core 0 like the other servers. The same generator processes (core 1) speak PeerJS's WebSocket protocol with \`ws\` (\`bench/peerjs-client.ts\`), as the peerjs 1.x browser client does. Only the scenarios that fit it: PeerJS has no rooms of more than two, no hello or capacity gate, and no Redis mode.
+
+- **A PeerJS handshake is WebSocket connect + \`{"type":"OPEN"}\`: no hello and no room join** (the peer id and a token are in the URL, given by the client, so no \`GET /peerjs/id\` either; the pair exists only in the generator). JSONgle-Server's is connect + session-hello + session-join (the Engine.IO/Socket.IO handshake and two round trips). The handshake rows compare each server's whole path from nothing to a client that can relay.
+- **1:1 relay:** the same number of pairs as the P2P relay's rooms of 2; every message is a \`CANDIDATE\` to the other peer of the pair carrying the same ICE candidate (candidate string, sdpMid, sdpMLineIndex) and the same due-time stamp and run id as JSONgle-Server's \`transport-info\`, in the shape peerjs sends (\`payload: {candidate, type: 'media', connectionId}\`): about 320 bytes sent and 340 delivered (PeerJS adds \`src\`), against about 370 bytes for JSONgle-Server's \`transport-info\` and 230 for its \`session-text\`. The JSONgle-Server runs are the very runs of the tables above: they alternate \`transport-info\` and \`session-text\` and the server sends a receipt for each \`session-text\`, which PeerJS has no counterpart for (its data channels are peer to peer).
+- Each PeerJS peer sends \`{"type":"HEARTBEAT"}\` every 5 s, as the peerjs client does by default (e.g. 200/s at 500 pairs beside 2,000 relayed messages/s): part of the PeerJS server's CPU time, not counted as messages. Socket.IO's own ping every 25 s is likewise part of JSONgle-Server's.
+- Same offered loads, same open-loop generator, same "sustained" rule, same CPU-bound ceiling (at the highest ramp step every JSONgle-Server and PeerJS run reached), same saturation flag.${ramp}
+- Runs interleaved with the others (${runs.map((r) => `${r.kind === 'ours' ? 'JSONgle-Server' : 'PeerJS'}#${r.index}`).join(', ')}); each number is the median of a server's runs; ratio = JSONgle-Server / PeerJS. No targets: issue #8 sets its targets against the Socket.IO baseline.
+
+${summaryTable(report.peerjs.rows, ['JSONgle-Server', 'PeerJS'])}
+
+${stepTables(runs, PEERJS_PAIR, 'JSONgle-Server / PeerJS')}`;
 }
 
 /** How busy the rest of the machine was: the load averages and what every step recorded. */
@@ -160,7 +93,7 @@ ${noiseNote(report)}
 
 - Server under test alone in a child process pinned to core 0 (\`taskset -c 0\`); ${report.generators} load-generator processes (socket.io-client) pinned to core 1; loopback only (127.0.0.1), plain HTTP (\`useHTTPS=false\`) for both servers.
 - Baseline (\`bench/baseline-server.ts\`): bare Socket.IO 4.8 with our options (pingInterval/pingTimeout, maxHttpBufferSize, serveClient false, CORS off), relaying \`jsongle\` events to the sender's Socket.IO room with no protocol logic; it answers a minimal session-hello and join so that one generator code path drives both servers.
-- Runs interleaved ${runs}; each number is the median of a server's runs; ratio = JSONgle-Server / baseline.
+- Runs interleaved ${runs}; each number is the median of a server's runs; ratio = JSONgle-Server / baseline. The PeerJS runs have [their own section](#jsongle-server-vs-peerjs-second-baseline-handshakes-and-11-relay).
 - Open-loop schedule: message k is due at start + k/rate; one-way latency is measured at the receiver from the due time stamped in the payload (\`process.hrtime.bigint()\`), so a late sender counts against latency (no coordinated omission).
 - "Sustained": the highest offered load of a ramp whose p99 one-way latency stays ≤ 50 ms with ≥ 99 % delivered; the ramp stops at the first step that fails twice in a row (one retry absorbs a burst of someone else's load). The fixed-load step is measured again once when other processes used more than ${NOISY_CORES} of a core meanwhile, and the quieter of the two counts.
 - Generator utilisation (worst event-loop utilisation of a generator process, or the generators' CPU time over wall time on their shared core) is recorded at every step; a metric taken with it above 0.8 is flagged and gets no ratio.
@@ -180,9 +113,7 @@ ${stepTables(report.runs)}
 
 ${redisSection(report)}
 
-## Second baseline (PeerJS server) — not run
-
-The issue suggests the \`peer\` npm package as a second baseline for handshakes and 1:1 relay "where it fits"; it speaks its own WebSocket protocol rather than Socket.IO, so it needs its own client in the generator. Not done in this harness.
+${peerjsSection(report)}
 ${report.profileNote ? `\n## Profile\n\n${report.profileNote}\n` : ''}`;
 }
 

@@ -49,7 +49,7 @@ export interface Step {
 }
 
 export interface RunResult {
-  /** ours / baseline: one server process; cluster: two JSONgle-Server processes sharing a redis-server. */
+  /** ours / baseline / peerjs: one server process; cluster: two JSONgle-Server processes sharing a redis-server. */
   kind: Setup;
   index: number;
   metrics: Metric[];
@@ -61,7 +61,7 @@ export interface Row {
   metric: string;
   /** The median of the runs under test: JSONgle-Server (scenario 5: two processes through Redis). */
   ours?: number;
-  /** The median of the reference runs: the bare Socket.IO baseline (scenario 5: one JSONgle-Server process). */
+  /** The median of the reference runs: the bare Socket.IO baseline, or PeerJS (scenario 5: one JSONgle-Server process). */
   baseline?: number;
   /** ours / baseline. */
   ratio?: number;
@@ -92,12 +92,15 @@ export interface Report {
   runs: RunResult[];
   /** Scenario 5, compared apart: its runs (ours = one process, cluster = two through Redis) and its rows. */
   redis?: { runs: RunResult[]; rows: Row[]; processes: number } | { skipped: string };
+  /** JSONgle-Server against PeerJS, from the runs of both in `runs`: ours = JSONgle-Server, baseline = PeerJS. */
+  peerjs?: { rows: Row[] };
   profileNote?: string;
 }
 
 /** What each comparison sets against what: the runs under test first, the reference second. */
 export const MAIN_PAIR: [Setup, Setup] = ['ours', 'baseline'];
 export const REDIS_PAIR: [Setup, Setup] = ['cluster', 'ours'];
+export const PEERJS_PAIR: [Setup, Setup] = ['ours', 'peerjs'];
 
 /** Above this much CPU used by other processes during a measure, its row says so. */
 export const NOISY_CORES = 0.3;
@@ -170,7 +173,9 @@ function cpuBoundMetrics(run: RunResult, runs: RunResult[]): Metric[] {
  */
 export function summarize(measured: RunResult[], pair: [Setup, Setup] = MAIN_PAIR): Row[] {
   const [tested, reference] = pair;
-  const runs = measured.map((run) => ({ ...run, metrics: [...run.metrics, ...cpuBoundMetrics(run, measured)] }));
+  // Only the pair's runs: the step every run reached (cpuBoundMetrics) is a step both sides reached.
+  const paired = measured.filter((run) => pair.includes(run.kind));
+  const runs = paired.map((run) => ({ ...run, metrics: [...run.metrics, ...cpuBoundMetrics(run, paired)] }));
   const keys: { scenario: string; metric: string }[] = [];
   const seen = new Set<string>();
   for (const run of runs) {
@@ -210,4 +215,20 @@ export function summarize(measured: RunResult[], pair: [Setup, Setup] = MAIN_PAI
     }
     return { scenario, metric, ours, baseline, ratio, target, verdict, flags };
   });
+}
+
+/**
+ * JSONgle-Server against PeerJS: the rows of the scenarios PeerJS ran, with no target or verdict
+ * (issue #8 sets its targets against the Socket.IO baseline only).
+ */
+export function summarizePeerjs(runs: RunResult[]): Row[] {
+  if (!runs.some((run) => run.kind === 'peerjs')) return [];
+  return summarize(runs, PEERJS_PAIR)
+    .filter((row) => row.baseline !== undefined)
+    .map((row) => ({
+      ...row,
+      metric: row.metric.replace('connect+hello+join', 'handshakes (JSONgle-Server: connect+hello+join; PeerJS: connect+OPEN)'),
+      target: undefined,
+      verdict: '',
+    }));
 }

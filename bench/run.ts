@@ -3,15 +3,16 @@ import os from 'node:os';
 import path from 'node:path';
 import * as prettier from 'prettier';
 import { BENCH_DIR, build, cleanBuild, CLUSTER_PROCESSES, Harness, pinSelf, redisServerAvailable, sleep, type Setup } from './harness';
-import { parseArgs, type Options, type ScenarioName } from './plans';
+import { parseArgs, PEERJS_SCENARIOS, type Options, type ScenarioName } from './plans';
 import { profileMarkdown, summarizeProfile } from './profile';
 import { latencyChart, markdown } from './report';
-import { REDIS_PAIR, summarize, type Report, type RunResult } from './results';
+import { REDIS_PAIR, summarize, summarizePeerjs, type Report, type RunResult } from './results';
 import { capacity, handshakes, muc, redisRelay, relay, type ScenarioResult } from './scenarios';
 
 /**
  * `npm run bench` (full, < 15 min), `npm run bench -- --quick` (a few minutes), `--smoke` (seconds,
- * for the test). Also `--only relay,muc,redis`, `--out DIR`, `--generators N`; `--profile`: both
+ * for the test). Also `--only relay,muc,redis`, `--no-peerjs` (no PeerJS runs), `--only peerjs`
+ * (JSONgle-Server against PeerJS alone: handshakes and relay), `--out DIR`, `--generators N`; `--profile`: both
  * servers under the V8 profiler, one process per scenario (for redis: the two clustered processes),
  * summarised into PROFILE.md; `--report`: RESULTS.md written again from the last results.json.
  */
@@ -49,19 +50,23 @@ function machine(): Report['machine'] {
 
 async function compare(options: Options, h: Harness): Promise<RunResult[]> {
   const runs: RunResult[] = [];
-  const count: Record<Setup, number> = { ours: 0, baseline: 0, cluster: 0 };
+  const count: Record<Setup, number> = { ours: 0, baseline: 0, peerjs: 0, cluster: 0 };
   const scenarios = options.only.filter((s) => s !== 'redis');
   if (scenarios.length === 0) return runs;
   for (const kind of options.plan.order) {
+    // PeerJS runs only what fits it, with its own (shorter) ramp.
+    const fitting = kind === 'peerjs' ? scenarios.filter((s) => PEERJS_SCENARIOS.includes(s)) : scenarios;
+    if (!options.setups.includes(kind) || fitting.length === 0) continue;
+    const plan = kind === 'peerjs' ? { ...options.plan, ...options.plan.peerjs } : options.plan;
     const index = ++count[kind];
-    const tag = `${kind === 'ours' ? 'JSONgle-Server' : 'baseline'}#${index}`;
+    const tag = `${kind === 'ours' ? 'JSONgle-Server' : kind === 'peerjs' ? 'PeerJS' : 'baseline'}#${index}`;
     await h.start(kind);
     h.progress(`${tag} started at ${h.url}`);
     const run: RunResult = { kind, index, metrics: [], steps: [] };
     try {
-      for (const scenario of scenarios) {
+      for (const scenario of fitting) {
         h.progress(`${tag} ${scenario}…`);
-        const result = await SCENARIO_RUNNERS[scenario](h, options.plan, tag);
+        const result = await SCENARIO_RUNNERS[scenario](h, plan, tag);
         run.metrics.push(...result.metrics);
         run.steps.push(...result.steps);
       }
@@ -145,7 +150,9 @@ function notes(outDir: string): string | undefined {
 /** RESULTS.md, the chart and results.json; the rows are summarised again from the runs. */
 async function writeReport(outDir: string, report: Report): Promise<void> {
   const redis = report.redis && 'runs' in report.redis ? { ...report.redis, rows: summarize(report.redis.runs, REDIS_PAIR) } : report.redis;
-  const full: Report = { ...report, rows: summarize(report.runs), redis, profileNote: notes(outDir) };
+  const peerjsRows = summarizePeerjs(report.runs);
+  const peerjs = peerjsRows.length > 0 ? { rows: peerjsRows } : undefined;
+  const full: Report = { ...report, rows: summarize(report.runs), redis, peerjs, profileNote: notes(outDir) };
   const chart = latencyChart(full.runs, 'P2P relay');
   if (chart) writeFileSync(path.join(outDir, CHART_FILE), chart);
   await writeFormatted(path.join(outDir, 'RESULTS.md'), markdown(full, chart ? CHART_FILE : undefined));
@@ -159,6 +166,10 @@ async function writeReport(outDir: string, report: Report): Promise<void> {
     );
   };
   full.rows.forEach(print);
+  if (peerjs) {
+    console.log('JSONgle-Server vs PeerJS (JSONgle-Server / PeerJS = ratio; a PeerJS handshake is connect + OPEN):');
+    peerjs.rows.forEach(print);
+  }
   if (redis && 'rows' in redis) {
     console.log('scenario 5 (two processes through Redis / one process = ratio):');
     redis.rows.forEach(print);

@@ -7,14 +7,16 @@ import { loadConfig } from '../src/config';
 import { createServer } from '../src/server';
 import { createBaselineServer } from './baseline-server';
 import { serve } from './ipc';
+import { createPeerjsServer } from './peerjs-server';
 
 /**
  * The server under test, alone in its process (pinned to one core by bench/run.ts): either
- * JSONgle-Server built from src/ exactly as src/index.ts builds it, or the bare Socket.IO baseline.
+ * JSONgle-Server built from src/ exactly as src/index.ts builds it, the bare Socket.IO baseline, or
+ * the PeerJS server (the second baseline, on its own protocol).
  * It reports its own CPU time, memory and event-loop delay over IPC, so that nothing is added to src/.
  */
 
-export type ServerKind = 'ours' | 'baseline';
+export type ServerKind = 'ours' | 'baseline' | 'peerjs';
 
 export interface ServerStats {
   /** process.cpuUsage() user + system, µs since start (for a cluster: its processes' and redis-server's). */
@@ -39,10 +41,10 @@ const PROJECT_ROOT = process.argv[3] ?? process.cwd();
 const argument = process.argv[2];
 /** Scenario 5: one of several JSONgle-Server processes sharing this Redis (registry and Socket.IO adapter). */
 const REDIS_URL = process.argv[4];
-if (argument !== 'ours' && argument !== 'baseline')
-  throw new Error(`usage: server-child.js ours|baseline <project root> [redisUrl] (got ${String(argument)})`);
+if (argument !== 'ours' && argument !== 'baseline' && argument !== 'peerjs')
+  throw new Error(`usage: server-child.js ours|baseline|peerjs <project root> [redisUrl] (got ${String(argument)})`);
 const kind: ServerKind = argument;
-if (kind === 'baseline' && REDIS_URL !== undefined) throw new Error('the baseline has no Redis mode');
+if (kind !== 'ours' && REDIS_URL !== undefined) throw new Error(`the ${kind} server has no Redis mode`);
 
 async function main(): Promise<void> {
   const logDir = mkdtempSync(path.join(tmpdir(), 'jsongle-bench-'));
@@ -79,6 +81,11 @@ async function main(): Promise<void> {
       await server.close();
       await server.logging.close();
     };
+  } else if (kind === 'peerjs') {
+    const server = createPeerjsServer();
+    port = await server.listen('127.0.0.1');
+    connections = async () => server.connections();
+    close = () => server.close();
   } else {
     const server = createBaselineServer(config);
     port = await server.listen('127.0.0.1');
