@@ -6,7 +6,7 @@ import { spawnServer } from './helpers/process';
 /** SIGTERM/SIGINT on the real process: tell, close, flush the log, exit 0 in bounded time. */
 describe.each(['SIGTERM', 'SIGINT'] as const)('%s', (signal) => {
   test('every connection is told, then closed; the log is flushed and the process exits 0', async () => {
-    const server = await spawnServer();
+    const server = await spawnServer({ logFileLevel: 'debug' });
     const alice = await connectAs(server.wsUrl, 'alice');
     const bob = await connectAs(server.wsUrl, 'bob');
     await alice.join('room');

@@ -132,7 +132,7 @@ describeWithRedis('reconnect grace across processes', () => {
 
   beforeAll(async () => {
     redis = await startRedis();
-    const settings = { redisUrl: redis.url, reconnectGraceMs: String(GRACE_MS), nodeHeartbeatMs: '300' };
+    const settings = { redisUrl: redis.url, reconnectGraceMs: String(GRACE_MS), nodeHeartbeatMs: '300', logFileLevel: 'debug' };
     [a, b] = await Promise.all([spawnServer(settings), spawnServer(settings)]);
   });
   afterAll(async () => {

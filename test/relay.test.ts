@@ -474,3 +474,41 @@ describe('byte counters recv_total and sent_total (PROTOCOL.md §9)', () => {
     expect(after.recv - before.recv).toBeLessThanOrEqual(json(request) + FRAMING);
   });
 });
+
+/**
+ * The server writes relayed messages as pre-built WebSocket frames (src/signaling/frames.ts), and
+ * as plain packets over HTTP long-polling: every frame length class of RFC 6455 and both
+ * transports must carry a message intact, to each member its own `to`.
+ */
+describe('frames of every size, over WebSocket and long-polling', () => {
+  let server: TestServer;
+  const clients: TestClient[] = [];
+
+  withServer(
+    () => startServer({ maxMessageBytes: String(256 * 1024) }),
+    (started) => (server = started),
+    clients,
+  );
+
+  test.each([
+    ['a 16-bit length', 3_000],
+    ['a 64-bit length', 100_000],
+  ])('a MUC message with %s (%d bytes of text) reaches a WebSocket member and a polling member intact', async (_kind, size) => {
+    const rid = `#muc#frames-${size}`;
+    const sender = await connectAs(server.wsUrl, 'sender');
+    const overWebSocket = await connectAs(server.wsUrl, 'ws');
+    const overPolling = await connectAs(server.wsUrl, 'polling', { transports: ['polling'] });
+    clients.push(sender, overWebSocket, overPolling);
+    for (const client of [sender, overWebSocket, overPolling]) await client.mucJoin(rid);
+
+    // Multi-byte characters, so that bytes and characters differ.
+    const body = 'é€𝄞x'.repeat(Math.ceil(size / 10)).slice(0, size);
+    const mid = sender.send(rid, { action: 'session-text', namespace: 'muc', description: { body } });
+    for (const member of [overWebSocket, overPolling]) {
+      const received = await member.next((m) => m.id === mid);
+      expect(received.to).toBe(member.sid);
+      expect(received.from).toBe(`${rid}/sender`);
+      expect(received.jsongle.description?.body).toBe(body);
+    }
+  });
+});

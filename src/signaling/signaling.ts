@@ -7,6 +7,7 @@ import type { Registry } from '../registry/registry';
 import { connectionGate } from './connection-gate';
 import { reconnectGrace, RESUME_BUFFER_LIMIT } from './reconnect-grace';
 import { createDispatcher } from './dispatcher';
+import { EncodedEnvelope, JSONGLE_FRAME, type FrameOptions } from './frames';
 import { announceDeparture } from './handlers/session-leave';
 import { Session } from './session';
 import type { Envelope } from '../protocol/envelope';
@@ -17,19 +18,6 @@ export interface Signaling {
   announceShutdown(): void;
   /** Resolves when every closed connection has been cleaned out of the registry. */
   drain(): Promise<void>;
-}
-
-/** How a `jsongle` event of the default namespace starts on the wire (a Socket.IO EVENT packet). */
-const JSONGLE_FRAME = '2["jsongle",';
-
-/**
- * Writes a serialized envelope to a connection as the `jsongle` event Socket.IO's emit would
- * send (the same frame, byte for byte), without its generic encoder, which walks the whole
- * envelope looking for binary data JSONgle never has, and serializes it once per recipient.
- */
-function writeFrame(socket: SignalingSocket, json: string): void {
-  // What Socket.IO's own emit checks: nothing is written to a connection that is going away.
-  if (socket.conn.readyState === 'open') socket.conn.write(`${JSONGLE_FRAME}${json}]`);
 }
 
 /**
@@ -63,22 +51,17 @@ export function attachSignaling(
   };
   const send = (message: Envelope) => {
     const socket = local.get(message.to);
-    if (socket) writeFrame(socket, JSON.stringify(message));
-    else deliverElsewhere(message);
+    if (!socket) return deliverElsewhere(message);
+    const { to, ...addressless } = message;
+    new EncodedEnvelope(addressless).writeTo(socket, to);
   };
-  // One message to several members (a MUC relay): serialized once, with `to` spliced in per
-  // recipient, instead of once per recipient (it was the largest cost of fanning out to 50).
+  // One message to several members (a MUC relay) is serialized once for all of them.
   const sendEach = (recipients: readonly string[], message: Omit<Envelope, 'to'>) => {
-    let rest: string | undefined;
+    let encoded: EncodedEnvelope | undefined;
     for (const to of recipients) {
       const socket = local.get(to);
-      if (!socket) {
-        deliverElsewhere({ ...message, to });
-        continue;
-      }
-      // `{"id":…}` becomes `{"to":"<sid>","id":…}`; key order means nothing in JSON.
-      rest ??= JSON.stringify(message).slice(1);
-      writeFrame(socket, `{"to":${JSON.stringify(to)},${rest}`);
+      if (socket) (encoded ??= new EncodedEnvelope(message)).writeTo(socket, to);
+      else deliverElsewhere({ ...message, to });
     }
   };
   const context: HandlerContext = { config, registry, metrics, send, sendEach };
@@ -122,8 +105,12 @@ export function attachSignaling(
         session.log.info('oversized message dropped', { bytes });
       }
     });
-    socket.conn.on('packetCreate', (packet: { type: string; data?: unknown }) => {
-      if (packet.type === 'message' && typeof packet.data === 'string' && packet.data.startsWith(JSONGLE_FRAME)) {
+    socket.conn.on('packetCreate', (packet: { type: string; data?: unknown; options?: Partial<FrameOptions> }) => {
+      if (packet.type !== 'message') return;
+      // Our own frames come with their size; others (through the adapter, from another process) are measured.
+      const counted = packet.options?.envelopeBytes;
+      if (counted !== undefined) metrics.sent(counted);
+      else if (typeof packet.data === 'string' && packet.data.startsWith(JSONGLE_FRAME)) {
         metrics.sent(Buffer.byteLength(packet.data) - JSONGLE_FRAME.length - 1);
       }
     });
