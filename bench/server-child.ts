@@ -51,7 +51,7 @@ async function main(): Promise<void> {
   // Production defaults from .env.defaults, except what a load test on one address needs:
   // plain HTTP (useHTTPS=false, as behind a TLS proxy), no capacity or per-address cap in the
   // way, MUC rooms of 50, and a per-connection rate limit above what the generator sends
-  // (the limiter still runs on every message). The log file stays at debug as in production.
+  // (the limiter still runs on every message). The log file keeps its production level (logFileLevel).
   // With a Redis URL (scenario 5, ours only), the rest stays the same: reconnectGraceMs and the
   // heartbeat keep their defaults.
   const config = loadConfig(
