@@ -19,8 +19,8 @@ export class Session {
     readonly sid: string,
     /** The Socket.IO socket id of this connection: a resumed session keeps `sid`, not this. */
     readonly connection: string,
-    /** The transaction of the server's session-hello, which the client's answer must repeat. */
-    readonly helloTransaction: string,
+    /** The transaction of the server's session-hello, which the client's answer must repeat; '' once done. */
+    public helloTransaction: string,
     private readonly logger: Logger,
     private readonly messagesPerSecond: number,
   ) {
@@ -33,11 +33,12 @@ export class Session {
     return this.childLogger;
   }
 
-  /** The session-hello is done: its deadline goes, and with it the timer's memory. */
+  /** The session-hello is done: its deadline and its transaction go (memory held by every connection). */
   helloDone(member: Member): void {
     this.member = member;
     clearTimeout(this.helloTimer);
     this.helloTimer = undefined;
+    this.helloTransaction = '';
   }
 
   /** §6: a burst of twice the per-second rate, refilled continuously. */

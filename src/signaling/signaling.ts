@@ -105,16 +105,22 @@ export function attachSignaling(
         session.log.info('oversized message dropped', { bytes });
       }
     });
-    socket.conn.on('packetCreate', (packet: { type: string; data?: unknown; options?: Partial<FrameOptions> }) => {
-      if (packet.type !== 'message') return;
-      // Our own frames come with their size; others (through the adapter, from another process) are measured.
-      const counted = packet.options?.envelopeBytes;
-      if (counted !== undefined) metrics.sent(counted);
-      else if (typeof packet.data === 'string' && packet.data.startsWith(JSONGLE_FRAME)) {
-        metrics.sent(Buffer.byteLength(packet.data) - JSONGLE_FRAME.length - 1);
-      }
-    });
+    socket.conn.on('packetCreate', countSent);
   }
+  /** One listener for every connection: it needs nothing of the connection's own. */
+  function countSent(packet: { type: string; data?: unknown; options?: Partial<FrameOptions> }): void {
+    if (packet.type !== 'message') return;
+    // Our own frames come with their size; others (through the adapter, from another process) are measured.
+    const counted = packet.options?.envelopeBytes;
+    if (counted !== undefined) metrics.sent(counted);
+    else if (typeof packet.data === 'string' && packet.data.startsWith(JSONGLE_FRAME)) {
+      metrics.sent(Buffer.byteLength(packet.data) - JSONGLE_FRAME.length - 1);
+    }
+  }
+  const refuse = (sid: string, code: 413001 | 429001, details: string, mid?: string) => {
+    metrics.errorSent(code);
+    send(sessionError(config.id, sid, code, details, mid));
+  };
 
   /** Takes a session out of every room for good and tells the members that remain. */
   const closeSession = async (session: Session) => {
@@ -159,10 +165,6 @@ export function attachSignaling(
     if (logger.isDebugEnabled())
       logger.debug('connected', { module: 'signaling', session: sessionId, address: socket.data.address, probe });
 
-    const refuse = (code: 413001 | 429001, details: string, mid?: string) => {
-      metrics.errorSent(code);
-      send(sessionError(config.id, sessionId, code, details, mid));
-    };
     // onAny, not on('jsongle'): Socket.IO 4.8 defers named listeners by a tick and drops the
     // event if the socket closed meanwhile (socket.io#5213), so a session-terminate sent right
     // before a clean close would be lost. onAny listeners run before that deferral.
@@ -170,13 +172,14 @@ export function attachSignaling(
       // Too late: the clean-up is queued; handling this could put a closed connection in a room.
       if (session.closed) return;
       if (event === oversizedEvent) {
-        refuse(413001, `Message too large: ${Number(raw)} bytes, the limit is ${config.maxMessageBytes}`);
+        refuse(sessionId, 413001, `Message too large: ${Number(raw)} bytes, the limit is ${config.maxMessageBytes}`);
         return;
       }
       if (event !== 'jsongle') return;
       if (!session.allowMessage()) {
         const mid = (raw as { id?: unknown } | null)?.id;
         refuse(
+          sessionId,
           429001,
           `Too many messages: at most ${config.maxMessagesPerSecond} per second; this one was dropped`,
           typeof mid === 'string' ? mid : undefined,
