@@ -57,11 +57,17 @@ export class Metrics {
     },
   });
 
-  private readonly relayed = new Counter({
+  /** Relays by action since the last read, handed over the same way (prom-client hashes labels on every inc). */
+  private readonly relayedSinceRead = new Map<string, number>();
+  private readonly relayed: Counter = new Counter({
     name: 'jsongle_messages_relayed_total',
     help: 'Messages relayed to rooms, by action',
     labelNames: ['action'],
     registers: [this.registry],
+    collect: () => {
+      for (const [action, count] of this.relayedSinceRead) this.relayed.inc({ action }, count);
+      this.relayedSinceRead.clear();
+    },
   });
   private readonly errors = new Counter({
     name: 'jsongle_errors_total',
@@ -126,7 +132,7 @@ export class Metrics {
   }
 
   relayedMessage(action: string): void {
-    this.relayed.inc({ action });
+    this.relayedSinceRead.set(action, (this.relayedSinceRead.get(action) ?? 0) + 1);
   }
 
   errorSent(code: number): void {

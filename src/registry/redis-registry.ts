@@ -400,6 +400,11 @@ export class RedisRegistry extends EventEmitter<RegistryEvents> implements Regis
     }
   }
 
+  /** Whether rooms and held sessions are followed on the changes channel now (else read every time). */
+  get followsChanges(): boolean {
+    return this.cache?.live === true;
+  }
+
   /** Starts the heartbeat; other processes reap this one's connections if it stops for 3 beats. */
   start(): void {
     // Marks this process's data: its absence after a reconnect means Redis lost it.

@@ -36,36 +36,50 @@ function frameHeader(length: number, room: number): { header: Buffer; offset: nu
   return { header, offset: size };
 }
 
+/** What goes before the envelope in a frame's payload: the Engine.IO and Socket.IO packet prefixes. */
+const PAYLOAD_PREFIX = ENGINE_MESSAGE + JSONGLE_FRAME;
+
 /**
- * A server envelope serialized once, for one recipient or many: only `to` differs between
- * recipients, so the rest is turned into bytes once and every recipient's frame shares it.
- * Socket.IO's emit would encode, serialize and frame it again for each recipient, and walk
- * it for binary data that JSONgle never has.
+ * A server envelope serialized once, for one recipient or many. Only `to` differs between
+ * recipients, so it goes last: every recipient's frame is the same first part (the frame header,
+ * the packet prefixes and the envelope up to its closing brace, turned into bytes once) and its
+ * own few bytes of `,"to":"<sid>"}]`. Socket.IO's emit would encode, serialize and frame the
+ * whole envelope again for each recipient, after walking it for binary data JSONgle never has.
  */
 export class EncodedEnvelope {
-  /** `"id":…}]`: the envelope after its first key, and the end of the Socket.IO packet. */
-  private readonly rest: string;
-  private readonly tail: Buffer;
+  private readonly json: string;
+  private readonly jsonBytes: number;
+  /** The shared first part, for payloads of `firstFor` bytes (the header holds the length). */
+  private first: Buffer | undefined;
+  private firstFor = -1;
 
   constructor(message: Omit<Envelope, 'to'>) {
-    // `{"id":…}` becomes `{"to":"<sid>","id":…}`: key order means nothing in JSON.
-    this.rest = `${JSON.stringify(message).slice(1)}]`;
-    this.tail = Buffer.from(this.rest);
+    this.json = JSON.stringify(message);
+    this.jsonBytes = Buffer.byteLength(this.json);
   }
 
   /** Writes the envelope, addressed to `to`, to a connection of this process. */
   writeTo(socket: SignalingSocket, to: string): void {
     // What Socket.IO's own emit checks: nothing is written to a connection that is going away.
     if (socket.conn.readyState !== 'open') return;
-    const head = `${JSONGLE_FRAME}{"to":${JSON.stringify(to)},`;
-    const headBytes = Buffer.byteLength(head);
-    const { header, offset } = frameHeader(ENGINE_MESSAGE.length + headBytes + this.tail.length, ENGINE_MESSAGE.length + headBytes);
-    header.write(ENGINE_MESSAGE + head, offset);
+    const ending = `,"to":${JSON.stringify(to)}}]`;
+    const tail = Buffer.from(ending);
+    // The envelope without its closing brace, then the ending: `{…,"to":"<sid>"}]`.
+    const payloadBytes = PAYLOAD_PREFIX.length + this.jsonBytes - 1 + tail.length;
+    if (this.firstFor !== payloadBytes) {
+      const { header, offset } = frameHeader(payloadBytes, payloadBytes - tail.length);
+      header.write(PAYLOAD_PREFIX, offset, 'latin1');
+      header.write(this.json, offset + PAYLOAD_PREFIX.length, this.jsonBytes - 1);
+      this.first = header;
+      this.firstFor = payloadBytes;
+    }
     const options: FrameOptions = {
-      wsPreEncodedFrame: [header, this.tail],
-      envelopeBytes: headBytes - JSONGLE_FRAME.length + this.tail.length - 1,
+      wsPreEncodedFrame: [this.first as Buffer, tail],
+      // The envelope: `{…` and `,"to":"<sid>"}` (the ending without the packet's `]`).
+      envelopeBytes: this.jsonBytes - 1 + tail.length - 1,
       compress: false,
     };
-    socket.conn.write(head + this.rest, options);
+    // Over long-polling engine.io sends this string instead of the frame.
+    socket.conn.write(`${JSONGLE_FRAME}${this.json.slice(0, -1)}${ending}`, options);
   }
 }

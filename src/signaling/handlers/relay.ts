@@ -34,14 +34,19 @@ export function relay({
     const { action, namespace } = message.jsongle;
     const rid = message.to;
     const room = await registry.room(rid);
-    if (!room?.members.some((m) => m.sid === session.sid)) {
+    const recipients: string[] = [];
+    let isMember = false;
+    for (const member of room?.members ?? []) {
+      if (member.sid === session.sid) isMember = true;
+      else recipients.push(member.sid);
+    }
+    if (!room || !isMember) {
       throw new ProtocolError(404002, `Not a member of room ${rid}: join it before sending ${action} to it`);
     }
     const isCall = CALL_ACTIONS.has(action);
     if (isCall && room.kind === 'muc') {
       throw new ProtocolError(405001, `${action} is a call action: calls take place in P2P rooms, not in multi-user room ${rid}`);
     }
-    const recipients = room.members.filter((m) => m.sid !== session.sid);
     if (recipients.length === 0 && room.kind === 'p2p') {
       if (!isCall) throw new ProtocolError(404003, `No other member in room ${rid} to receive ${action}`);
       const { sid, initiator, responder } = message.jsongle;
@@ -60,14 +65,13 @@ export function relay({
     }
 
     const time = now();
-    const description: Description = { ...message.jsongle.description, relayed: time };
+    // The parsed message is this handler's own: its jsongle goes on as the sender wrote it, with
+    // the server's times added; `from` is the room's word, not the sender's (§1).
+    const { jsongle } = message;
+    const description: Description = { ...jsongle.description, relayed: time };
     description.sent ??= time;
-    // Everything the sender put in goes on, but `from` is the room's word, not the sender's (§1).
-    const { to: _room, ...content } = message;
-    sendEach(
-      recipients.map((m) => m.sid),
-      { ...content, from: room.kind === 'p2p' ? rid : `${rid}/${sender.uid}`, jsongle: { ...message.jsongle, description } },
-    );
+    jsongle.description = description;
+    sendEach(recipients, { id: message.id, from: room.kind === 'p2p' ? rid : `${rid}/${sender.uid}`, jsongle });
     metrics.relayedMessage(action);
     registry.countRelay(rid);
 
