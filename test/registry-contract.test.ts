@@ -30,22 +30,46 @@ const implementations: Implementation[] = [
   },
 ];
 if (redisAvailable()) {
-  implementations.push({
-    name: 'RedisRegistry',
-    create: async () => {
-      redis ??= await startRedis();
-      const client = new Redis(redis.url);
-      await client.flushall();
-      const registry = new RedisRegistry(client, { nodeId: randomUUID(), heartbeatMs: 1000, logger: silent });
-      return {
-        registry,
-        close: async () => {
-          await registry.close();
-          client.disconnect();
-        },
-      };
+  implementations.push(
+    {
+      name: 'RedisRegistry',
+      create: async () => {
+        redis ??= await startRedis();
+        const client = new Redis(redis.url);
+        await client.flushall();
+        const registry = new RedisRegistry(client, { nodeId: randomUUID(), heartbeatMs: 1000, logger: silent });
+        return {
+          registry,
+          close: async () => {
+            await registry.close();
+            client.disconnect();
+          },
+        };
+      },
     },
-  });
+    {
+      // As a server process makes it: rooms and held sessions followed, not read every time.
+      name: 'RedisRegistry following changes',
+      create: async () => {
+        redis ??= await startRedis();
+        const client = new Redis(redis.url);
+        const subscriber = new Redis(redis.url, { enableReadyCheck: false });
+        await client.flushall();
+        const registry = new RedisRegistry(client, { nodeId: randomUUID(), heartbeatMs: 1000, logger: silent, subscriber });
+        const deadline = Date.now() + 3000;
+        while (!registry.followsChanges && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+        expect(registry.followsChanges).toBe(true);
+        return {
+          registry,
+          close: async () => {
+            await registry.close();
+            client.disconnect();
+            subscriber.disconnect();
+          },
+        };
+      },
+    },
+  );
 }
 
 afterAll(async () => {
