@@ -14,13 +14,16 @@ export interface FrameOptions {
    * broadcasts use), over polling it sends the packet's string instead.
    */
   wsPreEncodedFrame: [Buffer, Buffer];
-  /** The envelope's size in bytes, for jsongle_bytes_sent_total. */
+  /** The envelope's size in bytes, for sent_total (PROTOCOL.md §9). */
   envelopeBytes: number;
   /** permessage-deflate is off (Socket.IO's default), which a pre-built frame needs. */
   compress: false;
 }
 
-/** The header of an unmasked, final WebSocket text frame of `length` bytes (RFC 6455 §5.2). */
+/**
+ * The header of an unmasked, final WebSocket text frame of `length` bytes (RFC 6455 §5.2), in a
+ * buffer with `room` bytes left after it for the start of the payload.
+ */
 function frameHeader(length: number, room: number): { header: Buffer; offset: number } {
   const size = length < 126 ? 2 : length < 65536 ? 4 : 10;
   const header = Buffer.allocUnsafe(size + room);
