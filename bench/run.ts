@@ -138,7 +138,7 @@ async function profile(options: Options, h: Harness): Promise<string> {
 function notes(outDir: string): string | undefined {
   const links = [
     existsSync(path.join(outDir, 'FINDINGS.md'))
-      ? 'what the numbers mean, the targets missed and the hot spots: [FINDINGS.md](FINDINGS.md)'
+      ? 'what the numbers mean, the targets missed, the hot spots, and each fix with its before and after (the previous and the current code run back to back): [FINDINGS.md](FINDINGS.md)'
       : '',
     existsSync(path.join(outDir, 'PROFILE.md'))
       ? 'where the CPU goes, from `npm run bench -- --quick --profile`: [PROFILE.md](PROFILE.md)'
