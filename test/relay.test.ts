@@ -132,6 +132,20 @@ describe('relaying (PROTOCOL.md §5)', () => {
     await alice.expectNothing(isRelayed);
   });
 
+  test('P2P and MUC: fields of the envelope beyond id, from, to and jsongle travel unchanged (§5)', async () => {
+    const [alice, bob] = await pair('relay-extra');
+    const extra = { trace: 'abc', nested: { list: [1, 2] } };
+    const p2p = randomUUID();
+    alice.emit({ id: p2p, from: null, to: 'relay-extra', jsongle: { action: 'session-custom', namespace: 'message' }, ...extra });
+    expect(await bob.next((m) => m.id === p2p)).toMatchObject({ ...extra, from: 'relay-extra', to: bob.sid });
+
+    await alice.mucJoin('#muc#relay-extra');
+    await bob.mucJoin('#muc#relay-extra');
+    const muc = randomUUID();
+    alice.emit({ id: muc, from: null, to: '#muc#relay-extra', jsongle: { action: 'session-custom', namespace: 'muc' }, ...extra });
+    expect(await bob.next((m) => m.id === muc)).toMatchObject({ ...extra, from: '#muc#relay-extra/alice', to: bob.sid });
+  });
+
   test('P2P: a description without sent gets sent and relayed; a message without description gets one', async () => {
     const [alice, bob] = await pair('relay-sent');
     const before = new Date().toJSON();

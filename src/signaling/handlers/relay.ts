@@ -65,13 +65,15 @@ export function relay({
     }
 
     const time = now();
-    // The parsed message is this handler's own: its jsongle goes on as the sender wrote it, with
-    // the server's times added; `from` is the room's word, not the sender's (§1).
+    // The parsed message is this handler's own: it goes on as the sender wrote it (fields of its
+    // own included, §5), with the server's times added; `from` is the room's word, not the
+    // sender's (§1), and `to` each recipient's (an undefined `to` is left out of the JSON).
     const { jsongle } = message;
     const description: Description = { ...jsongle.description, relayed: time };
     description.sent ??= time;
     jsongle.description = description;
-    sendEach(recipients, { id: message.id, from: room.kind === 'p2p' ? rid : `${rid}/${sender.uid}`, jsongle });
+    const relayed = { ...message, to: undefined, from: room.kind === 'p2p' ? rid : `${rid}/${sender.uid}` };
+    sendEach(recipients, relayed);
     metrics.relayedMessage(action);
     registry.countRelay(rid);
 
