@@ -1,7 +1,7 @@
 import request from 'supertest';
 import { connectAs, refusal, type TestClient } from './helpers/client';
-import { spawnServer, type ServerProcess } from './helpers/process';
-import { redisAvailable, startRedis, type TestRedis } from './helpers/redis';
+import { spawnServer, withCluster, type ServerProcess } from './helpers/process';
+import { redisAvailable, type TestRedis } from './helpers/redis';
 
 /**
  * Two real server processes sharing one real Redis (PROTOCOL.md §10 redisUrl): every behaviour
@@ -31,18 +31,7 @@ describeWithRedis('two processes through Redis', () => {
   const stats = async (server: ServerProcess) =>
     (await request(server.restUrl).get('/stats').disableTLSCerts()).body as Record<string, number>;
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    const settings = { redisUrl: redis.url, nodeHeartbeatMs: String(HEARTBEAT_MS), maxConcurrentUsers: '6' };
-    [a, b] = await Promise.all([spawnServer(settings), spawnServer(settings)]);
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await Promise.all([a.stop(), b.stop()]);
-    await redis.stop();
-  });
+  withCluster({ nodeHeartbeatMs: String(HEARTBEAT_MS), maxConcurrentUsers: '6' }, (cluster) => ({ a, b, redis } = cluster), clients);
 
   test('members on A and B see each other join, and calls and chat cross in both directions', async () => {
     const alice = await open(a, 'alice');

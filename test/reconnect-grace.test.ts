@@ -1,6 +1,6 @@
 import { connect, connectAs, refusal, type TestClient } from './helpers/client';
-import { spawnServer, type ServerProcess } from './helpers/process';
-import { redisAvailable, startRedis, type TestRedis } from './helpers/redis';
+import { withCluster, type ServerProcess } from './helpers/process';
+import { redisAvailable } from './helpers/redis';
 import { startServer, type TestServer } from './helpers/server';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -126,19 +126,10 @@ describe('reconnect grace on one process', () => {
 const describeWithRedis = redisAvailable() ? describe : describe.skip;
 
 describeWithRedis('reconnect grace across processes', () => {
-  let redis: TestRedis;
   let a: ServerProcess;
   let b: ServerProcess;
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    const settings = { redisUrl: redis.url, reconnectGraceMs: String(GRACE_MS), nodeHeartbeatMs: '300', logFileLevel: 'debug' };
-    [a, b] = await Promise.all([spawnServer(settings), spawnServer(settings)]);
-  });
-  afterAll(async () => {
-    await Promise.all([a.stop(), b.stop()]);
-    await redis.stop();
-  });
+  withCluster({ reconnectGraceMs: String(GRACE_MS), nodeHeartbeatMs: '300', logFileLevel: 'debug' }, (cluster) => ({ a, b } = cluster));
 
   test('dropped on A, back on B: same seat, buffered messages, no left', async () => {
     const bob = await connectAs(a.wsUrl, 'bob');

@@ -6,7 +6,7 @@ import winston from 'winston';
 import type { Member } from '../src/protocol/messages';
 import { RedisRegistry } from '../src/registry/redis-registry';
 import { connect, connectAs, type TestClient } from './helpers/client';
-import { spawnServer, type ServerProcess } from './helpers/process';
+import { withCluster, type ServerProcess } from './helpers/process';
 import { redisAvailable, startRedis, type TestRedis } from './helpers/redis';
 import { connectDroppable, drop, eventually } from './fixtures/droppable-client';
 
@@ -130,19 +130,12 @@ describeWithRedis('two processes relaying through Redis', () => {
   const text = (client: TestClient, rid: string, body: string) =>
     client.send(rid, { action: 'session-text', ...(rid.startsWith('#muc#') && { namespace: 'muc' }), description: { body } });
 
-  beforeAll(async () => {
-    redis = await startRedis();
+  withCluster(
     // At debug: the held-session test waits for the line that says the drop was noticed.
-    const settings = { redisUrl: redis.url, nodeHeartbeatMs: '300', reconnectGraceMs: '3000', logFileLevel: 'debug' };
-    [a, b] = await Promise.all([spawnServer(settings), spawnServer(settings)]);
-  });
-  afterEach(() => {
-    for (const client of clients.splice(0)) client.close();
-  });
-  afterAll(async () => {
-    await Promise.all([a.stop(), b.stop()]);
-    await redis.stop();
-  });
+    { nodeHeartbeatMs: '300', reconnectGraceMs: '3000', logFileLevel: 'debug' },
+    (cluster) => ({ a, b, redis } = cluster),
+    clients,
+  );
 
   test('a member who joins on B gets what a member on A sends right after the joined event, 20 times', async () => {
     const alice = await open(a, 'alice');

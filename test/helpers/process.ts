@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { startRedis, type TestRedis } from './redis';
 import { PROJECT_ROOT } from './server';
 
 export interface ServerProcess {
@@ -71,4 +72,38 @@ export async function spawnServer(settings: Record<string, string> = {}): Promis
       return exited;
     },
   };
+}
+
+export interface TestCluster {
+  a: ServerProcess;
+  b: ServerProcess;
+  redis: TestRedis;
+}
+
+/**
+ * For a describe block: two real server processes (the real entry point) sharing one real
+ * redis-server, started once with `settings` and stopped after the block; `clients` are closed
+ * after each test. Like withServer (helpers/server.ts), for the scale-out tests.
+ */
+export function withCluster(
+  settings: Record<string, string>,
+  use: (cluster: TestCluster) => void,
+  clients: { close(): void }[] = [],
+): void {
+  let cluster: TestCluster | undefined;
+  beforeAll(async () => {
+    const redis = await startRedis();
+    const shared = { redisUrl: redis.url, ...settings };
+    const [a, b] = await Promise.all([spawnServer(shared), spawnServer(shared)]);
+    cluster = { a, b, redis };
+    use(cluster);
+  });
+  afterEach(() => {
+    for (const client of clients.splice(0)) client.close();
+  });
+  afterAll(async () => {
+    if (!cluster) return;
+    await Promise.all([cluster.a.stop(), cluster.b.stop()]);
+    await cluster.redis.stop();
+  });
 }
