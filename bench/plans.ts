@@ -41,6 +41,17 @@ const ABCCBA: ServerKind[] = ['ours', 'baseline', 'peerjs', 'peerjs', 'baseline'
 /** The scenarios that fit the PeerJS server: it has no rooms of more than two, no capacity gate, no Redis mode. */
 export const PEERJS_SCENARIOS: readonly ScenarioName[] = ['handshakes', 'relay'];
 
+const QUICK_RELAY: RelayPlan = {
+  rooms: 100,
+  remeasureNoisy: true,
+  warmupMs: 500,
+  fixedRate: 1000,
+  fixedMs: 1500,
+  rampRates: [2000, 5000, 10000],
+  stepMs: 1200,
+  drainMs: 1500,
+};
+
 export const PLANS: Record<Plan['mode'], Plan> = {
   full: {
     mode: 'full',
@@ -96,16 +107,7 @@ export const PLANS: Record<Plan['mode'], Plan> = {
     settleMs: 500,
     capacity: { steps: [500, 1000, 2000], concurrency: 100, holdMs: 300 },
     handshakes: { count: 400, concurrency: 50, rate: 100, rateCount: 100 },
-    relay: {
-      rooms: 100,
-      remeasureNoisy: true,
-      warmupMs: 500,
-      fixedRate: 1000,
-      fixedMs: 1500,
-      rampRates: [2000, 5000, 10000],
-      stepMs: 1200,
-      drainMs: 1500,
-    },
+    relay: QUICK_RELAY,
     muc: { sizes: [10, 50], connections: 100, warmupMs: 300, rampDeliveries: [5000, 20000], stepMs: 1200, drainMs: 1500 },
     redis: {
       order: ['ours', 'cluster', 'cluster', 'ours'],
@@ -118,18 +120,8 @@ export const PLANS: Record<Plan['mode'], Plan> = {
       stepMs: 1200,
       drainMs: 1500,
     },
-    peerjs: {
-      relay: {
-        rooms: 100,
-        remeasureNoisy: true,
-        warmupMs: 500,
-        fixedRate: 1000,
-        fixedMs: 1500,
-        rampRates: [2000, 5000, 10000],
-        stepMs: 1200,
-        drainMs: 1500,
-      },
-    },
+    // The same steps as JSONgle-Server's relay: quick mode is short enough as it is.
+    peerjs: { relay: QUICK_RELAY },
   },
   smoke: {
     mode: 'smoke',
