@@ -30,19 +30,18 @@ async function main(): Promise<void> {
       console.error(`jsongle-server: shutdown took over ${SHUTDOWN_TIMEOUT_MS} ms, exiting anyway`);
       process.exit(1);
     }, SHUTDOWN_TIMEOUT_MS).unref();
-    server
-      .close()
-      .then(
-        () => server.logging.close(),
-        (error: unknown) => {
-          logger.error('shutdown failed', { module: 'process', error: String(error) });
-          return server.logging.close().then(() => process.exit(1));
-        },
-      )
-      .then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
+    void (async () => {
+      let code = 0;
+      try {
+        await server.close();
+      } catch (error) {
+        logger.error('shutdown failed', { module: 'process', error: String(error) });
+        code = 1;
+      }
+      // The log is flushed either way, so that the line above is in it.
+      await server.logging.close().catch(() => undefined);
+      process.exit(code);
+    })();
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
